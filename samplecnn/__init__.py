@@ -1,0 +1,29 @@
+"""samplecnn: audio classification from raw waveforms with SampleCNN models."""
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from samplecnn.datasets import get_spec  # noqa: E402
+from samplecnn.models import ModelConfig, build_samplecnn, list_blocks, register_block  # noqa: E402
+
+__version__ = "0.1.0"
+
+
+def build_model(dataset, block="se", multi=False, **overrides):
+    """Builds a SampleCNN for a built-in data set (or a DatasetSpec).
+
+    Block count, class count and output activation come from the data set's spec;
+    any ModelConfig field can be overridden.
+
+    >>> build_model("scd", block="rese2").output_shape
+    (None, 35)
+    """
+    spec = get_spec(dataset) if isinstance(dataset, str) else dataset
+    values = dict(block=block, multi=multi, num_blocks=spec.num_blocks,
+                  num_classes=spec.num_classes, activation=spec.activation)
+    values.update(overrides)
+    return build_samplecnn(ModelConfig(**values))
+
+
+__all__ = ["ModelConfig", "build_model", "build_samplecnn", "get_spec", "list_blocks", "register_block"]

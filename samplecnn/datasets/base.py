@@ -1,0 +1,75 @@
+"""DatasetSpec: the fixed facts of a data set (audio format, segmentation, task, classes)."""
+import dataclasses
+
+MULTILABEL = "multilabel"
+MULTICLASS = "multiclass"
+
+_SPECS = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """Facts about a data set that models, builders and evaluation all share.
+
+    ``threshold`` is the decision threshold of a multi-label task; multi-class tasks
+    decide by argmax and have ``threshold=None``.
+    """
+
+    name: str
+    sample_rate: int
+    clip_seconds: float
+    segment_samples: int
+    segments_per_clip: int
+    num_blocks: int
+    classes: tuple
+    task: str
+    threshold: float | None
+    clips_per_shard: int
+
+    def __post_init__(self):
+        if self.task not in (MULTILABEL, MULTICLASS):
+            raise ValueError(f"task must be {MULTILABEL!r} or {MULTICLASS!r}, got {self.task!r}")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"{self.name}: class names must be unique")
+        object.__setattr__(self, "classes", tuple(self.classes))
+
+    @property
+    def num_classes(self):
+        return len(self.classes)
+
+    @property
+    def activation(self):
+        """Output activation: sigmoid for multi-label, softmax for multi-class."""
+        return "sigmoid" if self.task == MULTILABEL else "softmax"
+
+    @property
+    def clip_samples(self):
+        return int(round(self.clip_seconds * self.sample_rate))
+
+    def to_dict(self):
+        values = dataclasses.asdict(self)
+        values["classes"] = list(self.classes)
+        return values
+
+    @classmethod
+    def from_dict(cls, values):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in fields})
+
+
+def register_spec(spec):
+    """Makes ``spec`` available to ``get_spec(spec.name)``; returns it."""
+    _SPECS[spec.name] = spec
+    return spec
+
+
+def get_spec(name):
+    """The spec of a built-in data set (mtt, scd, dcs)."""
+    try:
+        return _SPECS[name]
+    except KeyError:
+        raise ValueError(f"Unknown data set {name!r}; built-in data sets: {', '.join(sorted(_SPECS))}") from None
+
+
+def list_specs():
+    return sorted(_SPECS)

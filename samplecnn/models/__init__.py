@@ -1,0 +1,22 @@
+"""SampleCNN model zoo: the builder, its config, and the block registry."""
+from samplecnn.models.blocks import get_block, list_blocks, register_block
+from samplecnn.models.initializers import FanInUniform
+from samplecnn.models.samplecnn import (
+    EMBEDDING_LAYER,
+    ModelConfig,
+    block_filters,
+    build_samplecnn,
+    min_input_samples,
+)
+
+__all__ = [
+    "EMBEDDING_LAYER",
+    "FanInUniform",
+    "ModelConfig",
+    "block_filters",
+    "build_samplecnn",
+    "get_block",
+    "list_blocks",
+    "min_input_samples",
+    "register_block",
+]

@@ -1,0 +1,31 @@
+"""Installs the samplecnn package, its console scripts and the test extra."""
+from setuptools import find_packages, setup
+
+setup(
+    name="samplecnn",
+    version="0.1.0",
+    description="Raw-waveform audio classification with SampleCNN models (TensorFlow 2 / Keras 3)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["samplecnn", "samplecnn.*"]),
+    py_modules=[],
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3",
+        "librosa",
+        "soundfile",
+        "soxr",
+        "pandas",
+        "numpy",
+        "scikit-learn",
+        "h5py",
+        "ffmpeg-python",
+        "absl-py",
+    ],
+    extras_require={"test": ["pytest", "scipy"]},
+    entry_points={
+        "console_scripts": [
+        ]
+    },
+)

@@ -1,0 +1,168 @@
+"""Model zoo: shapes, outputs, parameter counts, save/load, custom blocks, config options."""
+import numpy as np
+import pytest
+
+import keras
+import samplecnn
+from samplecnn.models import ModelConfig, build_samplecnn, list_blocks, register_block
+
+BLOCKS = ["basic", "se", "res1", "res2", "rese1", "rese2"]
+
+# Channel widths as the paper describes them (not computed by the package).
+PAPER_WIDTHS = {
+    "mtt": [128, 128, 256, 256, 256, 256, 256, 256, 512],
+    "scd": [128, 128, 256, 256, 256, 256, 256, 512],
+}
+SEGMENT = {"mtt": 59049, "scd": 22050}
+
+
+def conv(k, cin, cout):
+    return k * cin * cout + cout
+
+
+def bn(c):
+    return 4 * c  # gamma, beta, moving mean, moving variance
+
+
+def dense(i, o):
+    return i * o + o
+
+
+def se(c, ratio=0.125):
+    hidden = int(round(c * ratio))
+    return dense(c, hidden) + dense(hidden, c)
+
+
+def expected_params(block, multi, widths, classes):
+    """Counts parameters from the architecture description of DESIGN section 6."""
+    total = conv(3, 1, 128) + bn(128)
+    cin = 128
+    for c in widths:
+        if block in ("basic", "se"):
+            total += conv(3, cin, c) + bn(c)
+            total += se(c) if block == "se" else 0
+        else:
+            n = int(block[-1])
+            total += conv(3, cin, c) + bn(c) + (n - 1) * (conv(3, c, c) + bn(c))
+            total += se(c) if block.startswith("rese") else 0
+            total += conv(1, cin, c) + bn(c) if cin != c else 0
+        cin = c
+    features = sum(widths[-3:]) if multi else widths[-1]
+    return total + dense(features, features) + bn(features) + dense(features, classes)
+
+
+@pytest.mark.parametrize("multi", [False, True])
+@pytest.mark.parametrize("block", BLOCKS)
+@pytest.mark.parametrize("dataset", ["mtt", "scd"])
+def test_block_shapes_outputs_and_param_counts(dataset, block, multi):
+    spec = samplecnn.get_spec(dataset)
+    model = samplecnn.build_model(dataset, block=block, multi=multi)
+    assert model.count_params() == expected_params(block, multi, PAPER_WIDTHS[dataset], spec.num_classes)
+
+    x = np.random.default_rng(0).normal(size=(2, SEGMENT[dataset], 1)).astype("float32")
+    y = model.predict(x, verbose=0)
+    assert y.shape == (2, spec.num_classes)
+    if spec.activation == "softmax":
+        np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)
+    else:
+        # Independent per-class probabilities (float32 sigmoid saturates to exactly 0 or 1).
+        assert np.all((y >= 0) & (y <= 1)) and not np.allclose(y.sum(axis=1), 1.0)
+    # Any length at least one receptive field works (variable-length input).
+    longer = model.predict(np.concatenate([x, x[:, :9999]], axis=1), verbose=0)
+    assert longer.shape == (2, spec.num_classes) and np.all(np.isfinite(longer))
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_save_load_round_trip_without_custom_objects(tmp_path, suffix):
+    model = samplecnn.build_model("scd", block="rese2", multi=True, init_features=16)
+    x = np.random.default_rng(1).normal(size=(3, 22050, 1)).astype("float32")
+    path = tmp_path / f"model{suffix}"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), loaded.predict(x, verbose=0))
+
+
+def test_block_registered_from_outside_builds_trains_and_saves(tmp_path):
+    @register_block("test_double_conv")
+    def double_conv(x, filters, config, name):
+        for i in range(2):
+            x = keras.layers.Conv1D(filters, 3, padding="same", activation="relu", name=f"{name}_c{i}")(x)
+        return keras.layers.MaxPooling1D(3, name=f"{name}_pool")(x)
+
+    assert "test_double_conv" in list_blocks()
+    model = samplecnn.build_model("scd", block="test_double_conv", init_features=8)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="categorical_crossentropy")
+    x = np.random.default_rng(2).normal(size=(4, 22050, 1)).astype("float32")
+    y = keras.utils.to_categorical([0, 1, 2, 3], 35)
+    loss = model.train_on_batch(x, y)
+    assert np.isfinite(loss)
+    model.save(tmp_path / "custom.keras")
+    loaded = keras.models.load_model(tmp_path / "custom.keras")
+    np.testing.assert_array_equal(model.predict(x, verbose=0), loaded.predict(x, verbose=0))
+
+
+def test_registering_a_taken_name_is_refused():
+    with pytest.raises(ValueError, match="already registered"):
+        register_block("se")(lambda x, filters, config, name: x)
+
+
+def test_unknown_block_names_the_registered_ones():
+    with pytest.raises(ValueError, match="basic, res1, res2"):
+        build_samplecnn(ModelConfig(block="nope"))
+
+
+SMALL = dict(num_blocks=4, init_features=8, num_classes=5)
+
+
+def small(**overrides):
+    return build_samplecnn(ModelConfig(**{**SMALL, **overrides}))
+
+
+def layer_names(model):
+    return {layer.name for layer in model.layers}
+
+
+def test_each_config_option_changes_the_model():
+    base = small()
+    assert layer_names(small(block="rese2")) != layer_names(base)
+    assert "multi_level" in layer_names(small(multi=True)) and "multi_level" not in layer_names(base)
+    assert len([n for n in layer_names(small(num_blocks=5)) if n.endswith("_pool")]) == 5
+    assert small(init_features=16).get_layer("conv0_conv").filters == 16
+    assert base.get_layer("block1_se_reduce").units == 1  # 8 * 0.125
+    assert small(amplifying_ratio=0.5).get_layer("block1_se_reduce").units == 4
+    assert base.get_layer("head_dropout").rate == 0.5
+    assert small(dropout=0.3).get_layer("head_dropout").rate == 0.3
+    assert small(num_classes=7).output_shape == (None, 7)
+
+    x = np.random.default_rng(3).normal(size=(2, 243, 1)).astype("float32")
+    sums = small(activation="softmax").predict(x, verbose=0).sum(axis=1)
+    np.testing.assert_allclose(sums, 1.0, rtol=1e-5)
+    assert not np.allclose(base.predict(x, verbose=0).sum(axis=1), 1.0)
+
+
+def test_weight_decay_adds_l2_losses_proportional_to_the_rate():
+    assert len(small().losses) == 0
+    decayed = small(weight_decay=1e-3)
+    kernels = [w for w in decayed.trainable_weights if "kernel" in w.path]
+    assert len(decayed.losses) == len(kernels) > 0
+    expected = sum(1e-3 * float(np.sum(np.square(w.numpy()))) for w in kernels)
+    np.testing.assert_allclose(float(sum(decayed.losses)), expected, rtol=1e-4)
+
+
+def test_conv_kernels_follow_the_fan_in_uniform_initializer():
+    model = samplecnn.build_model("mtt", block="basic")
+    conv0 = model.get_layer("conv0_conv").kernel.numpy()  # fan_in 3, scale 1
+    block3 = model.get_layer("block3_conv").kernel.numpy()  # fan_in 3 * 128, scale 2
+    assert np.abs(conv0).max() <= 1.0 and np.abs(conv0).max() > 0.9
+    limit = np.sqrt(3 * 2 / (3 * 128))
+    assert np.abs(block3).max() <= limit and np.abs(block3).max() > 0.95 * limit
+    np.testing.assert_allclose(block3.std(), limit / np.sqrt(3), rtol=0.02)
+
+
+def test_build_model_takes_blocks_classes_and_activation_from_the_spec():
+    for name, blocks, classes, activation in [("mtt", 9, 50, "sigmoid"), ("scd", 8, 35, "softmax"),
+                                              ("dcs", 8, 17, "sigmoid")]:
+        model = samplecnn.build_model(name, init_features=8)
+        assert model.output_shape == (None, classes)
+        assert model.get_layer("predictions").activation.__name__ == activation
+        assert f"block{blocks}_pool" in layer_names(model) and f"block{blocks + 1}_pool" not in layer_names(model)
