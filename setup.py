@@ -9,13 +9,14 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["samplecnn", "samplecnn.*"]),
-    py_modules=[],
+    py_modules=["build_dataset"],
     install_requires=[
         "tensorflow>=2.16",
         "keras>=3",
         "librosa",
         "soundfile",
         "soxr",
+        "google-crc32c",
         "pandas",
         "numpy",
         "scikit-learn",
@@ -26,6 +27,7 @@ setup(
     extras_require={"test": ["pytest", "scipy"]},
     entry_points={
         "console_scripts": [
+            "samplecnn-build=build_dataset:run_cli",
         ]
     },
 )

@@ -1,13 +1,30 @@
-"""samplecnn: audio classification from raw waveforms with SampleCNN models."""
+"""samplecnn: audio classification from raw waveforms with SampleCNN models.
+
+Model-related names are imported lazily so that data tools (the dataset builder and
+its worker processes) never pay for a TensorFlow import.
+"""
+import importlib
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from samplecnn.datasets import get_spec  # noqa: E402
-from samplecnn.models import ModelConfig, build_samplecnn, list_blocks, register_block  # noqa: E402
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "ModelConfig": "samplecnn.models",
+    "build_samplecnn": "samplecnn.models",
+    "list_blocks": "samplecnn.models",
+    "register_block": "samplecnn.models",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'samplecnn' has no attribute {name!r}")
 
 
 def build_model(dataset, block="se", multi=False, **overrides):
@@ -19,6 +36,8 @@ def build_model(dataset, block="se", multi=False, **overrides):
     >>> build_model("scd", block="rese2").output_shape
     (None, 35)
     """
+    from samplecnn.models import ModelConfig, build_samplecnn
+
     spec = get_spec(dataset) if isinstance(dataset, str) else dataset
     values = dict(block=block, multi=multi, num_blocks=spec.num_blocks,
                   num_classes=spec.num_classes, activation=spec.activation)

@@ -73,3 +73,64 @@ def get_spec(name):
 
 def list_specs():
     return sorted(_SPECS)
+
+
+class LayoutError(Exception):
+    """The raw download is missing or not in the expected layout."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Clip:
+    """One row of a clip table: a file, its class names and its split."""
+
+    clip_id: str
+    path: str
+    labels: tuple
+    split: str
+
+
+@dataclasses.dataclass
+class DatasetIndex:
+    """What an indexer finds in a raw layout.
+
+    ``failures`` are clips listed by the annotations but unusable before decoding
+    (e.g. audio missing); ``notes`` are facts worth reporting (e.g. a class list that
+    differs from the spec's).
+    """
+
+    spec: DatasetSpec
+    clips: list
+    failures: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)
+
+
+SPLITS = ("train", "val", "test")
+
+_INDEXERS = {}
+
+
+def register_indexer(name):
+    """Decorator registering ``fn(raw_dir) -> DatasetIndex`` for ``build_dataset.py name``."""
+
+    def decorator(fn):
+        _INDEXERS[name] = fn
+        return fn
+
+    return decorator
+
+
+def get_indexer(name):
+    try:
+        return _INDEXERS[name]
+    except KeyError:
+        raise ValueError(f"No raw-layout indexer for {name!r}; known: {', '.join(sorted(_INDEXERS))}") from None
+
+
+def require(path, what, dataset):
+    """Raises LayoutError naming ``path`` unless it exists."""
+    if not path.exists():
+        raise LayoutError(
+            f"{what} not found: expected {path}. Download and unpack the {dataset} data set as the "
+            f"README's 'Building Datasets' section shows (the raw files go in {path.parent})."
+        )
+    return path

@@ -1,0 +1,107 @@
+"""tf.data input pipelines driven by a built data set's manifest.json.
+
+Train: shards interleaved in parallel, shuffled, repeated, batched, then parsed and
+decoded per batch (one vectorized op instead of one per example), standardized with the
+manifest's mean/std, prefetched. Val: segments in order. Test: one element per clip
+holding all its segments.
+"""
+import json
+import pathlib
+
+import tensorflow as tf
+
+from samplecnn.build import MANIFEST
+from samplecnn.datasets import DatasetSpec
+from samplecnn.records import INT16_SCALE
+
+AUTOTUNE = tf.data.AUTOTUNE
+SHUFFLE_SEGMENTS = 2048
+
+
+class DataError(Exception):
+    """A built data set is missing or unusable."""
+
+
+def load_manifest(tfrecord_dir):
+    """The manifest of a built data set, with ``dir`` added; a clear error if it is missing."""
+    tfrecord_dir = pathlib.Path(tfrecord_dir)
+    path = tfrecord_dir / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{path} not found: build the data set first, e.g. "
+                        f"`python build_dataset.py {tfrecord_dir.parent.name} --data-dir {tfrecord_dir.parent.parent}`")
+    manifest = json.loads(path.read_text())
+    manifest["dir"] = str(tfrecord_dir)
+    return manifest
+
+
+def dataset_dir(data_dir, name):
+    return pathlib.Path(data_dir) / name / "tfrecord"
+
+
+def spec_of(manifest):
+    return DatasetSpec.from_dict(manifest["spec"])
+
+
+def shard_paths(manifest, split):
+    paths = [str(pathlib.Path(manifest["dir"]) / name) for name in manifest["splits"][split]["shards"]]
+    if not paths or manifest["splits"][split]["clips"] == 0:
+        raise DataError(f"the {split} split of {manifest['dir']} has no clips; rebuild the data set")
+    return paths
+
+
+def decode_audio(raw, manifest, length):
+    """PCM bytes (any leading shape) -> standardized float32 of shape (..., length, 1)."""
+    if manifest["sample_dtype"] == "int16":
+        audio = tf.cast(tf.io.decode_raw(raw, tf.int16), tf.float32) / INT16_SCALE
+    else:
+        audio = tf.io.decode_raw(raw, tf.float32)
+    audio = (audio - manifest["mean"]) / manifest["std"]
+    return tf.ensure_shape(audio, [*raw.shape, length])[..., tf.newaxis]
+
+
+def decode_label(raw, num_classes):
+    label = tf.cast(tf.io.decode_raw(raw, tf.uint8), tf.float32)
+    return tf.ensure_shape(label, [*raw.shape, num_classes])
+
+
+SEGMENT_FEATURES = {
+    "audio": tf.io.FixedLenFeature([], tf.string),
+    "label": tf.io.FixedLenFeature([], tf.string),
+    "clip_id": tf.io.FixedLenFeature([], tf.string),
+}
+
+
+def parse_segments(serialized, manifest):
+    """A batch of serialized segment Examples -> (audio (B, samples, 1), labels (B, classes))."""
+    spec = manifest["spec"]
+    features = tf.io.parse_example(serialized, SEGMENT_FEATURES)
+    return (decode_audio(features["audio"], manifest, spec["segment_samples"]),
+            decode_label(features["label"], len(manifest["classes"])))
+
+
+def segment_dataset(manifest, split, batch_size, training=False, num_readers=4, seed=None, drop_remainder=False):
+    """Batches of (audio, labels) segments of ``split``; shuffled and repeated when training."""
+    paths = shard_paths(manifest, split)
+    if training:
+        files = tf.data.Dataset.from_tensor_slices(paths).shuffle(len(paths), seed=seed).repeat()
+        records = files.interleave(tf.data.TFRecordDataset, cycle_length=max(1, min(num_readers, len(paths))),
+                                   num_parallel_calls=AUTOTUNE, deterministic=False)
+        records = records.shuffle(SHUFFLE_SEGMENTS, seed=seed)
+    else:
+        records = tf.data.TFRecordDataset(paths, num_parallel_reads=None)
+    batches = records.batch(batch_size, drop_remainder=drop_remainder)
+    return batches.map(lambda s: parse_segments(s, manifest), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def clip_dataset(manifest, split="test"):
+    """One element per clip: (audio (segments, samples, 1), label (classes,), clip_id)."""
+    spec = manifest["spec"]
+    context = {"label": tf.io.FixedLenFeature([], tf.string), "clip_id": tf.io.FixedLenFeature([], tf.string)}
+    sequence = {"audio": tf.io.FixedLenSequenceFeature([], tf.string)}
+
+    def parse(serialized):
+        ctx, seq = tf.io.parse_single_sequence_example(serialized, context, sequence)
+        audio = decode_audio(seq["audio"], manifest, spec["segment_samples"])
+        return audio, decode_label(ctx["label"], len(manifest["classes"])), ctx["clip_id"]
+
+    return tf.data.TFRecordDataset(shard_paths(manifest, split)).map(parse, num_parallel_calls=AUTOTUNE)
