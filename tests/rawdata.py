@@ -69,3 +69,53 @@ def copy_fixture(name, destination):
     destination.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(FIXTURES / name, destination)
     return destination
+
+
+MTT_EXTRA_TAGS = ("extra rare", "extra unused", "extra odd")
+
+
+def make_mtt(raw, classes, sample_rate=16000):
+    """MagnaTagATune layout: quoted tab-separated annotations_final.csv + mp3/{0..f}/*.mp3.
+
+    Train clips in folders 0, 5, a; a zero-byte mp3 in b (as in the real download); val
+    in c; test in d and f; one clip in 1 has only a non-top-50 tag and must be dropped.
+    Clip k carries the tags whose index is k modulo 4. Returns {clip_id: (path, tags)}.
+    """
+    raw = pathlib.Path(raw)
+    for folder in "0123456789abcdef":
+        (raw / "mp3" / folder).mkdir(parents=True, exist_ok=True)
+    layout = [("0", 29.1), ("5", 29.1), ("a", 10.0), ("b", None), ("c", 29.1), ("c", 29.1), ("d", 29.1),
+              ("f", 29.1), ("1", 29.1)]
+    columns = ["clip_id", *MTT_EXTRA_TAGS[:1], *classes, *MTT_EXTRA_TAGS[1:], "mp3_path"]
+    lines, clips = ["\t".join(f'"{c}"' for c in columns)], {}
+    for k, (folder, seconds) in enumerate(layout):
+        clip_id = str(k * 7 + 2)
+        mp3_path = f"{folder}/artist_{k}-album-track_{k}-30-59.mp3"
+        tags = [] if folder == "1" else [c for i, c in enumerate(classes) if i % 4 == k % 4]
+        values = {c: "1" if c in tags else "0" for c in columns[1:-1]}
+        if folder == "1":
+            values[MTT_EXTRA_TAGS[0]] = "1"
+        path = raw / "mp3" / mp3_path
+        if seconds is None:
+            path.write_bytes(b"")
+        else:
+            write_encoded(path, tone(seconds, sample_rate, class_frequency(k), seed=k), sample_rate)
+        clips[clip_id] = (path, tags)
+        lines.append("\t".join(f'"{v}"' for v in [clip_id, *[values[c] for c in columns[1:-1]], mp3_path]))
+    (raw / "annotations_final.csv").write_text("\n".join(lines) + "\n")
+    return clips
+
+
+def make_dcs(raw, audio_for, sample_rate=44100):
+    """DCASE 2017 Task 4 layout: the three real ground-truth CSVs and audio files named
+    'Y' + CSV name in the three audio folders, for the files in ``audio_for`` only
+    ({folder: [names]}); the other rows of the CSVs have no audio, as in real downloads.
+    """
+    raw = pathlib.Path(raw)
+    for part in ("training", "testing", "evaluation"):
+        copy_fixture(f"dcs/groundtruth_weak_label_{part}_set.csv", raw / f"groundtruth_weak_label_{part}_set.csv")
+    for k, (folder, names) in enumerate(sorted(audio_for.items())):
+        for i, name in enumerate(names):
+            write_wav(raw / folder / f"Y{name}", tone(10.0, sample_rate, class_frequency(i), seed=k * 50 + i),
+                      sample_rate)
+    return raw

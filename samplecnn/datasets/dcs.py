@@ -69,13 +69,20 @@ def audio_files_by_name(raw_dir):
 
 
 def pick_validation(train_labels, seed):
-    """Seeded choice of about VAL_FRACTION of the files of each class for validation."""
+    """Seeded choice of about VAL_FRACTION of the files of each class for validation.
+
+    Rarest classes choose first, and single-label files are preferred, so that
+    multi-label files chosen for one class overshoot the others as little as possible.
+    """
     rng, chosen = random.Random(seed), set()
-    for label in CLASSES:
-        files = sorted(f for f, labels in train_labels.items() if label in labels)
+    by_class = {c: sorted(f for f, labels in train_labels.items() if c in labels) for c in CLASSES}
+    for label in sorted(CLASSES, key=lambda c: (len(by_class[c]), c)):
+        files = by_class[label]
         wanted = round(VAL_FRACTION * len(files)) - sum(f in chosen for f in files)
         candidates = [f for f in files if f not in chosen]
-        chosen.update(rng.sample(candidates, max(0, min(wanted, len(candidates)))))
+        rng.shuffle(candidates)
+        candidates.sort(key=lambda f: len(train_labels[f]))
+        chosen.update(candidates[:max(0, wanted)])
     return chosen
 
 

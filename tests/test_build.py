@@ -1,0 +1,325 @@
+"""Dataset builder on small raw data sets in the exact layouts of the real downloads."""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import rawdata
+from samplecnn import audio, build, records
+from samplecnn.datasets import LayoutError, dcs, get_spec, mtt
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def read_examples(path):
+    """Every record of a TFRecord file, parsed by TensorFlow's own protobuf classes."""
+    out = []
+    for raw in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+        example = tf.train.Example.FromString(raw)
+        out.append({k: v.bytes_list.value[0] for k, v in example.features.feature.items()})
+    return out
+
+
+def read_sequence_examples(path):
+    out = []
+    for raw in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+        seq = tf.train.SequenceExample.FromString(raw)
+        ctx = {k: v.bytes_list.value[0] for k, v in seq.context.feature.items()}
+        ctx["audio"] = [f.bytes_list.value[0] for f in seq.feature_lists.feature_list["audio"].feature]
+        out.append(ctx)
+    return out
+
+
+def split_records(out_dir, manifest, split):
+    read = read_sequence_examples if split == "test" else read_examples
+    return [r for shard in manifest["splits"][split]["shards"] for r in read(out_dir / shard)]
+
+
+def label_names(label_bytes, classes):
+    return {classes[i] for i in np.flatnonzero(np.frombuffer(label_bytes, np.uint8))}
+
+
+@pytest.fixture(scope="module")
+def scd_build(tmp_path_factory):
+    data = tmp_path_factory.mktemp("data")
+    rawdata.make_scd(data / "scd" / "raw")
+    manifest = build.build_dataset("scd", data_dir=data, workers=1)
+    return data, manifest
+
+
+def test_scd_splits_labels_and_manifest(scd_build):
+    data, manifest = scd_build
+    out = data / "scd" / "tfrecord"
+    assert {s: manifest["splits"][s]["clips"] for s in ("train", "val", "test")} == {"train": 6, "val": 3, "test": 3}
+    assert manifest["splits"]["train"]["shards"] == ["train-0000-of-0001.tfrecord"]
+    assert manifest["spec"]["segment_samples"] == 22050 and manifest["spec"]["task"] == "multiclass"
+    assert manifest["classes"] == list(get_spec("scd").classes) and manifest["failures"] == []
+    assert set(manifest) >= {"dataset", "spec", "classes", "splits", "mean", "std", "failures", "options",
+                             "version", "created"}
+    train = split_records(out, manifest, "train")
+    assert len(train) == 6
+    for r in train:
+        onehot = np.frombuffer(r["label"], np.uint8)
+        assert onehot.sum() == 1 and label_names(r["label"], manifest["classes"]) == {r["clip_id"].decode().split("/")[0]}
+        assert len(r["audio"]) == 2 * 22050
+    test_ids = sorted(r["clip_id"].decode() for r in split_records(out, manifest, "test"))
+    listed = sorted((data / "scd" / "raw" / "testing_list.txt").read_text().split())
+    assert test_ids == listed
+    assert not any("_background_noise_" in r["clip_id"].decode() for r in train)
+
+
+def test_scd_samples_match_the_source_and_short_clips_loop(scd_build):
+    data, manifest = scd_build
+    raw = data / "scd" / "raw"
+    by_id = {r["clip_id"].decode(): r for split in ("train", "val")
+             for r in split_records(data / "scd" / "tfrecord", manifest, split)}
+    for clip_id, record in by_id.items():
+        stored = records.from_pcm(record["audio"], "int16")
+        expected = audio.loop_pad(audio.decode(raw / clip_id, 22050), 22050)
+        np.testing.assert_allclose(stored, expected, atol=1.0 / 32768 + 1e-7)
+    short = by_id["yes/00000003_nohash_0.wav"]  # 0.4 s at 16 kHz: 8820 samples at 22050 Hz
+    stored = records.from_pcm(short["audio"], "int16")
+    np.testing.assert_array_equal(stored[8820:17640], stored[:8820])  # looped, not stretched
+    np.testing.assert_array_equal(stored[17640:], stored[:22050 - 17640])
+
+
+def test_train_mean_and_std_are_computed_from_the_stored_training_audio(scd_build):
+    data, manifest = scd_build
+    train = split_records(data / "scd" / "tfrecord", manifest, "train")
+    samples = np.concatenate([records.from_pcm(r["audio"], "int16").astype(np.float64) for r in train])
+    assert manifest["mean"] == pytest.approx(samples.mean(), abs=1e-9)
+    assert manifest["std"] == pytest.approx(samples.std(), rel=1e-9)
+
+
+def test_resume_after_interruption_gives_identical_shards(tmp_path, scd_build):
+    data, manifest = scd_build
+    reference = data / "scd" / "tfrecord"
+    shutil.copytree(data / "scd" / "raw", tmp_path / "scd" / "raw")
+    out = tmp_path / "scd" / "tfrecord"
+    build.build_dataset("scd", data_dir=tmp_path, workers=2)
+    # Simulate a kill: one shard never finished (only its temporary file exists), another
+    # was renamed but its sidecar was never written.
+    (out / "val-0000-of-0001.tfrecord").rename(out / "val-0000-of-0001.tfrecord.tmp-999")
+    (out / build.STATE_DIR / "val-0000-of-0001.tfrecord.json").unlink()
+    (out / build.STATE_DIR / "test-0000-of-0001.tfrecord.json").unlink()
+    (out / build.MANIFEST).unlink()
+    done = []
+    resumed = build.build_dataset("scd", data_dir=tmp_path, workers=1, progress=done.append)
+    assert done[-1].shards_done == 3 and done[-1].clips_total == 6  # only two shards were redone
+    assert not list(out.glob("*.tmp-*"))
+    for shard in ("train-0000-of-0001", "val-0000-of-0001", "test-0000-of-0001"):
+        assert (out / f"{shard}.tfrecord").read_bytes() == (reference / f"{shard}.tfrecord").read_bytes()
+    assert resumed["splits"] == manifest["splits"] and resumed["mean"] == manifest["mean"]
+
+
+def test_a_build_with_other_options_is_not_mixed_in(tmp_path):
+    rawdata.make_scd(tmp_path / "scd" / "raw", per_word=3)
+    build.build_dataset("scd", data_dir=tmp_path, workers=1)
+    with pytest.raises(ValueError, match="--overwrite"):
+        build.build_dataset("scd", data_dir=tmp_path, workers=1, sample_dtype="float32")
+    manifest = build.build_dataset("scd", data_dir=tmp_path, workers=1, sample_dtype="float32", overwrite=True)
+    record = split_records(tmp_path / "scd" / "tfrecord", manifest, "train")[0]
+    assert manifest["sample_dtype"] == "float32" and len(record["audio"]) == 4 * 22050
+
+
+def test_broken_layouts_stop_with_a_message_naming_the_expected_path(tmp_path):
+    with pytest.raises(LayoutError, match=r"annotations_final\.csv.*README"):
+        build.build_dataset("mtt", data_dir=tmp_path)
+    (tmp_path / "scd" / "raw" / "yes").mkdir(parents=True)
+    with pytest.raises(LayoutError, match=r"validation_list\.txt"):
+        build.build_dataset("scd", data_dir=tmp_path)
+    raw = tmp_path / "dcs" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "groundtruth_weak_label_training_set.csv").write_text("a.wav,0,10,Car\n")
+    with pytest.raises(LayoutError, match=r"training_set\.csv, line 1: expected 4 tab-separated fields"):
+        build.build_dataset("dcs", data_dir=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def mtt_build(tmp_path_factory):
+    data = tmp_path_factory.mktemp("data")
+    clips = rawdata.make_mtt(data / "mtt" / "raw", mtt.CLASSES)
+    manifest = build.build_dataset("mtt", data_dir=data, workers=2)
+    return data, clips, manifest
+
+
+def test_mtt_splits_multi_hot_labels_and_the_empty_mp3(mtt_build):
+    data, clips, manifest = mtt_build
+    out = data / "mtt" / "tfrecord"
+    assert {s: manifest["splits"][s]["clips"] for s in ("train", "val", "test")} == {"train": 3, "val": 2, "test": 2}
+    assert manifest["splits"]["train"]["segments"] == 30 and manifest["classes"] == list(mtt.CLASSES)
+    assert manifest["notes"] == []
+    (failure,) = manifest["failures"]
+    assert failure["path"].endswith(".mp3") and "/b/" in failure["path"] and "empty" in failure["error"]
+    for split in ("train", "val"):
+        for r in split_records(out, manifest, split):
+            assert label_names(r["label"], manifest["classes"]) == set(clips[r["clip_id"].decode()][1])
+            assert len(r["audio"]) == 2 * 59049
+    test = split_records(out, manifest, "test")
+    assert len(test) == 2 and all(len(r["audio"]) == 10 for r in test)
+
+
+def test_mtt_decoded_mp3_matches_ffmpeg_and_short_clip_loops(mtt_build):
+    data, clips, manifest = mtt_build
+    by_clip = {}
+    for r in split_records(data / "mtt" / "tfrecord", manifest, "train"):
+        by_clip.setdefault(r["clip_id"].decode(), []).append(records.from_pcm(r["audio"], "int16"))
+    path, _ = clips["2"]
+    reference = audio._decode_with_ffmpeg(path, 22050)[: 59049 * 10]
+    stored = np.concatenate(by_clip["2"])
+    # Different MP3 decoders and resamplers agree to well below the signal level.
+    assert np.sqrt(np.mean((stored - reference) ** 2)) < 0.02
+    short = np.concatenate(by_clip["16"])  # 10 s clip looped to 29 s
+    period = 10 * 22050
+    np.testing.assert_allclose(short[period:2 * period], short[:period], atol=1e-4)
+
+
+def test_mtt_top_tags_are_least_frequent_first():
+    import pandas as pd
+
+    table = pd.DataFrame({"a": ["1", "0", "0"], "b": ["1", "1", "1"], "c": ["1", "1", "0"], "d": ["0", "0", "0"]})
+    assert mtt.top_tags(table, ["a", "b", "c", "d"], 3) == ["a", "c", "b"]
+
+
+def test_mtt_reports_a_tag_list_that_differs_from_the_paper(tmp_path):
+    classes = list(mtt.CLASSES)
+    classes[0] = "tuba"
+    rawdata.make_mtt(tmp_path / "mtt" / "raw", classes)
+    index = mtt.index(tmp_path / "mtt" / "raw")
+    assert "tuba" in index.spec.classes and "choral" not in index.spec.classes
+    assert "added ['tuba']" in index.notes[0] and "dropped ['choral']" in index.notes[0]
+
+
+DCS_FOLDERS = {
+    "training": "unbalanced_train_segments_training_set_audio_formatted_and_segmented_downloads",
+    "testing": "unbalanced_train_segments_testing_set_audio_formatted_and_segmented_downloads",
+    "evaluation": "evaluation_set_formatted_audio_segments",
+}
+
+
+def dcs_audio_plan():
+    """Names given audio: 3 val and 3 train files (one multi-label), 3 evaluation files (one multi-label)."""
+    tables = {p: dcs.read_weak_labels(rawdata.FIXTURES / "dcs" / dcs.csv_name(p)) for p in DCS_FOLDERS}
+    train = {**tables["training"], **tables["testing"]}
+    all_val = dcs.pick_validation(train, seed=0)
+    val = sorted(all_val)[:3]
+    rest = sorted(f for f in tables["training"] if f not in all_val)
+    multi = [f for f in rest if len(train[f]) > 1]
+    evaluation = sorted(tables["evaluation"])
+    chosen = val + multi[:1] + rest[:2] + [f for f in evaluation if len(tables["evaluation"][f]) > 1][:1] + evaluation[:2]
+    plan = {folder: [] for folder in DCS_FOLDERS.values()}
+    for name in chosen:
+        part = next(p for p in DCS_FOLDERS if name in tables[p])
+        plan[DCS_FOLDERS[part]].append(name)
+    return plan, train, tables["evaluation"]
+
+
+def test_dcs_real_ground_truth_with_missing_audio(tmp_path):
+    plan, train_labels, eval_labels = dcs_audio_plan()
+    rawdata.make_dcs(tmp_path / "dcs" / "raw", plan)
+    manifest = build.build_dataset("dcs", data_dir=tmp_path, workers=1)
+    with_audio = {n for names in plan.values() for n in names}
+    listed = set(train_labels) | set(eval_labels)
+    assert sum(manifest["splits"][s]["clips"] for s in ("train", "val", "test")) == len(with_audio)
+    assert [manifest["splits"][s]["clips"] for s in ("train", "val", "test")] == [3, 3, 3]
+    assert len(manifest["failures"]) == len(listed - with_audio)
+    assert all("no audio file" in f["error"] for f in manifest["failures"])
+    out = tmp_path / "dcs" / "tfrecord"
+    labels = {**train_labels, **eval_labels}
+    seen_multi = False
+    for split in ("train", "val", "test"):
+        for r in split_records(out, manifest, split):
+            names = label_names(r["label"], manifest["classes"])
+            assert names == labels[r["clip_id"].decode() + ".wav"]
+            seen_multi |= len(names) > 1
+    assert seen_multi
+    assert manifest["splits"]["train"]["segments"] == 10 * manifest["splits"]["train"]["clips"]
+
+
+def test_dcs_validation_takes_about_ten_percent_of_each_class():
+    tables = [dcs.read_weak_labels(rawdata.FIXTURES / "dcs" / dcs.csv_name(p)) for p in ("training", "testing")]
+    train = {**tables[0], **tables[1]}
+    val = dcs.pick_validation(train, seed=0)
+    assert val == dcs.pick_validation(train, seed=0) and val != dcs.pick_validation(train, seed=1)
+    for label in dcs.CLASSES:
+        files = [f for f, labels in train.items() if label in labels]
+        assert abs(sum(f in val for f in files) - 0.1 * len(files)) <= 1
+
+
+def make_folder_set(root, formats=(".wav", ".mp3", ".flac", ".m4a")):
+    for c, name in enumerate(["bell", "hum"]):
+        for i in range(10):
+            suffix = formats[i % len(formats)]
+            signal = rawdata.tone(2.0 if i else 0.3, 16000, rawdata.class_frequency(3 * c), seed=i)
+            path = root / name / f"clip{i}{suffix}"
+            (rawdata.write_wav if suffix in (".wav", ".flac") else rawdata.write_encoded)(path, signal, 16000)
+    (root / "hum" / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+
+
+def test_folder_data_set_any_format_stratified_splits_and_failures(tmp_path):
+    make_folder_set(tmp_path / "sounds")
+    manifest = build.build_dataset("folder", data_dir=tmp_path / "data", raw_dir=tmp_path / "sounds", name="bells",
+                                   workers=1, clip_seconds=2.0, segment_samples=11025, val_fraction=0.2,
+                                   test_fraction=0.2)
+    spec = manifest["spec"]
+    assert manifest["dataset"] == "bells" and manifest["classes"] == ["bell", "hum"]
+    assert (spec["segments_per_clip"], spec["num_blocks"], spec["task"]) == (4, 7, "multiclass")
+    (failure,) = manifest["failures"]
+    assert failure["path"].endswith("broken.wav")
+    out = tmp_path / "data" / "bells" / "tfrecord"
+    for split, per_class in (("train", 6), ("val", 2), ("test", 2)):
+        clips = split_records(out, manifest, split)
+        ids = {r["clip_id"].decode() for r in clips}
+        assert sorted(i.split("/")[0] for i in ids).count("bell") == per_class
+    assert manifest["splits"]["train"]["segments"] == 4 * manifest["splits"]["train"]["clips"]
+
+
+def test_csv_data_set_multi_label_with_given_splits(tmp_path):
+    rows = ["path,labels,split"]
+    for i in range(12):
+        labels = ["dog;bark", "cat", "dog"][i % 3]
+        path = rawdata.write_wav(tmp_path / "audio" / f"{i}.wav", rawdata.tone(1.0, 22050, 300 + 50 * (i % 3)), 22050)
+        rows.append(f"audio/{path.name},{labels},{['train', 'train', 'val', 'test'][i % 4]}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    manifest = build.build_dataset("csv", data_dir=tmp_path / "data", raw_dir=tmp_path / "labels.csv", name="pets",
+                                   workers=1)
+    assert manifest["classes"] == ["bark", "cat", "dog"] and manifest["spec"]["task"] == "multilabel"
+    assert [manifest["splits"][s]["clips"] for s in ("train", "val", "test")] == [6, 3, 3]
+    train = split_records(tmp_path / "data" / "pets" / "tfrecord", manifest, "train")
+    assert {frozenset(label_names(r["label"], manifest["classes"])) for r in train} == \
+        {frozenset({"bark", "dog"}), frozenset({"cat"}), frozenset({"dog"})}
+
+
+def test_csv_with_wrong_columns_is_rejected(tmp_path):
+    (tmp_path / "x.csv").write_text("file,label\na.wav,dog\n")
+    with pytest.raises(LayoutError, match="columns path,labels"):
+        build.build_dataset("csv", raw_dir=tmp_path / "x.csv", name="x", data_dir=tmp_path)
+
+
+def run_cli(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, str(REPO / "build_dataset.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+
+
+def test_cli_builds_with_the_seed_command_and_reports(tmp_path):
+    rawdata.make_scd(tmp_path / "data" / "scd" / "raw", per_word=3)
+    (tmp_path / "data" / "scd" / "raw" / "no" / "01000002_nohash_0.wav").write_bytes(b"")
+    result = run_cli("scd", "--workers", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "train: 2 clips" in result.stdout and "1 clip(s) skipped" in result.stdout
+    assert "shards 3/3" in result.stderr and "clips/s" in result.stderr
+    assert (tmp_path / "data" / "scd" / "tfrecord" / "manifest.json").exists()
+
+
+def test_cli_broken_layout_exits_with_one_clear_line(tmp_path):
+    result = run_cli("mtt", "--data-dir", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: MagnaTagATune annotations not found")
+    assert "Traceback" not in result.stderr
