@@ -9,9 +9,10 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["samplecnn", "samplecnn.*"]),
-    py_modules=["build_dataset"],
+    py_modules=["build_dataset", "train", "evaluate"],
     install_requires=[
         "tensorflow>=2.16",
+        "tensorboard",
         "keras>=3",
         "librosa",
         "soundfile",
@@ -28,6 +29,8 @@ setup(
     entry_points={
         "console_scripts": [
             "samplecnn-build=build_dataset:run_cli",
+            "samplecnn-train=train:run_cli",
+            "samplecnn-evaluate=evaluate:run_cli",
         ]
     },
 )

@@ -1,0 +1,232 @@
+"""Training, resume, evaluation and metrics, end to end on a tiny generated data set."""
+import csv
+import json
+import math
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+import rawdata
+from samplecnn import build, metrics, training
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", "CUDA_VISIBLE_DEVICES": ""}
+SMALL = ["--init-features", "8", "--batch-size", "8", "--num-readers", "2"]
+
+
+def make_tones(root, classes=3, per_class=100):
+    """Folder data set of 1-s tones: each class a clearly different pitch."""
+    for c in range(classes):
+        for i in range(per_class):
+            seconds = 0.6 + 0.4 * (i % 2)
+            signal = rawdata.tone(seconds, 16000, rawdata.class_frequency(4 * c) * (1 + 0.02 * (i % 5)), seed=i,
+                                  amplitude=0.2 + 0.03 * (i % 7))
+            rawdata.write_wav(root / f"class{c}" / f"{i}.wav", signal, 16000)
+
+
+@pytest.fixture(scope="module")
+def tones(tmp_path_factory):
+    data = tmp_path_factory.mktemp("data")
+    make_tones(data / "raw")
+    build.build_dataset("folder", data_dir=data, raw_dir=data / "raw", name="tones", workers=1, val_fraction=0.2,
+                        test_fraction=0.2)
+    return data
+
+
+def train_cli(*args, cwd):
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=ENV, capture_output=True,
+                          text=True)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def trained(tones, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("log")
+    result = train_cli("tones", "--data-dir", str(tones), "--log-dir", str(logs), "--num-stages", "2",
+                       "--max-epochs", "6", "--patience", "3", "--lr-decay", "0.5", "--block", "rese2", *SMALL,
+                       cwd=tones)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = logs.iterdir()
+    return run_dir, result
+
+
+def test_run_directory_holds_every_file(trained):
+    run_dir, result = trained
+    assert run_dir.name.endswith("-tones-rese2") and run_dir.name[:15].replace("_", "").isdigit()
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"config.json", "log.csv", "results.json", "state.json", "last.keras", "tensorboard"} <= names
+    assert "best.h5" not in names
+    assert any(p.rglob("events.out.tfevents.*") for p in [run_dir / "tensorboard"])
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"]["block"] == "rese2" and config["model"]["init_features"] == 8
+    assert config["classes"] == ["class0", "class1", "class2"] and config["std"] > 0
+    assert config["train"]["lr_decay"] == 0.5 and config["spec"]["segment_samples"] == 22050
+    assert "final checkpoint:" in result.stdout and "TensorBoard:" in result.stdout
+
+
+def test_final_checkpoint_name_matches_results(trained):
+    run_dir, _ = trained
+    results = json.loads((run_dir / "results.json").read_text())
+    test = results["test"]
+    expected = f"final-auc_{test['roc_auc']:.6f}-acc_{test['accuracy']:.6f}-f1_{test['f1']:.6f}.h5"
+    assert results["checkpoint"] == expected and (run_dir / expected).is_file()
+    assert {"roc_auc", "pr_auc", "accuracy", "f1", "f1_micro", "per_class"} <= set(test)
+    assert [r["class"] for r in test["per_class"]] == ["class0", "class1", "class2"]
+
+
+def test_stage_learning_rates_in_the_csv_log(trained):
+    run_dir, _ = trained
+    rows = read_csv(run_dir / "log.csv")
+    assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
+    stages = {int(r["stage"]) for r in rows}
+    assert stages == {0, 1}
+    for r in rows:
+        assert float(r["lr"]) == pytest.approx(0.01 * 0.5 ** int(r["stage"]))
+        assert float(r["lr_now"]) <= float(r["lr"])  # after the per-step inverse-time decay
+        assert math.isfinite(float(r["val_loss"]))
+
+
+def test_model_learns_separable_tones(trained):
+    run_dir, _ = trained
+    test = json.loads((run_dir / "results.json").read_text())["test"]
+    assert test["accuracy"] >= 0.75 and test["roc_auc"] >= 0.85  # chance: 0.33 and 0.5
+
+
+def test_evaluate_cli_reproduces_results(trained, tmp_path):
+    run_dir, _ = trained
+    results = json.loads((run_dir / "results.json").read_text())
+    out = tmp_path / "eval.json"
+    proc = subprocess.run([sys.executable, str(REPO / "evaluate.py"), str(run_dir / results["checkpoint"]),
+                           "--output", str(out)], env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads(out.read_text())
+    for key in ("roc_auc", "pr_auc", "accuracy", "f1", "f1_micro"):
+        assert again[key] == pytest.approx(results["test"][key], abs=1e-6)
+    assert "class1" in proc.stdout and "ROC-AUC" in proc.stdout
+
+
+def test_evaluate_rejects_a_data_set_with_other_classes(trained, tmp_path):
+    run_dir, _ = trained
+    rawdata.make_scd(tmp_path / "scd" / "raw")
+    build.build_dataset("scd", data_dir=tmp_path, workers=1)
+    proc = subprocess.run([sys.executable, str(REPO / "evaluate.py"), str(run_dir), "--dataset", "scd",
+                           "--data-dir", str(tmp_path)], env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 2 and "trained on 3 classes" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_patience_stops_a_stage(tmp_path):
+    config = training.TrainConfig(dataset="x", patience=2)
+    run = training.Run(tmp_path)
+    state = training.RunState()
+    monitor = training.StageMonitor(run, state, config)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    monitor.set_model(model)
+    stopped_after = None
+    for epoch, val_loss in enumerate([1.0, 0.8, 0.9, 0.85, 0.7]):
+        monitor.on_epoch_end(epoch, {"loss": 1.0, "val_loss": val_loss})
+        if model.stop_training:
+            stopped_after = epoch + 1
+            break
+    assert stopped_after == 4 and state.best_val_loss == 0.8 and state.wait == 2
+    assert [int(r["epoch"]) for r in read_csv(tmp_path / "log.csv")] == [1, 2, 3, 4]
+    assert (tmp_path / "best.h5").exists() and json.loads((tmp_path / "state.json").read_text())["epochs"] == 4
+
+
+def test_resume_after_kill_finishes_the_run(tones, tmp_path):
+    args = ["tones", "--data-dir", str(tones), "--log-dir", str(tmp_path), "--num-stages", "2", "--max-epochs", "3",
+            "--patience", "5", *SMALL]
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=tones, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    state_files = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        state_files = list(tmp_path.glob("*/state.json"))
+        if state_files and json.loads(state_files[0].read_text())["epochs"] >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_dir = state_files[0].parent
+    assert not list(run_dir.glob("final-*.h5"))
+    result = train_cli("--resume", str(run_dir), cwd=tones)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_csv(run_dir / "log.csv")
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 7))
+    assert [int(r["stage"]) for r in rows] == [0, 0, 0, 1, 1, 1]
+    assert len(list(run_dir.glob("final-*.h5"))) == 1 and (run_dir / "results.json").exists()
+    again = train_cli("--resume", str(run_dir), cwd=tones)  # a finished run stays finished
+    assert again.returncode == 0 and len(read_csv(run_dir / "log.csv")) == 6
+
+
+def test_divergence_stops_with_a_clear_message(tones, tmp_path):
+    result = train_cli("tones", "--data-dir", str(tones), "--log-dir", str(tmp_path), "--lr", "1e30",
+                       "--max-epochs", "3", "--num-stages", "1", *SMALL, cwd=tones)
+    assert result.returncode == 2
+    assert "training diverged" in result.stderr and "lower --lr" in result.stderr
+
+
+MIRRORED = """
+import sys
+import tensorflow as tf
+tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                           [tf.config.LogicalDeviceConfiguration()] * 2)
+from samplecnn import training
+strategy = training.make_strategy("mirrored")
+print("replicas", strategy.num_replicas_in_sync)
+config = training.TrainConfig(dataset="tones", data_dir=sys.argv[1], log_dir=sys.argv[2], strategy="mirrored",
+                              init_features=8, batch_size=4, num_stages=1, max_epochs=1, num_readers=2)
+run_dir, results = training.train(config, verbose=0)
+print("accuracy", results["test"]["accuracy"])
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tones, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", MIRRORED, str(tones), str(tmp_path)], env=ENV, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "replicas 2" in proc.stdout
+    (run_dir,) = tmp_path.iterdir()
+    (row,) = read_csv(run_dir / "log.csv")
+    assert math.isfinite(float(row["loss"])) and math.isfinite(float(row["val_loss"]))
+
+
+def test_multilabel_metrics_agree_with_scikit_learn(caplog):
+    labels = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0], [1, 0, 0]])  # class 2: no positives
+    scores = np.array([[0.9, 0.2, 0.3], [0.6, 0.7, 0.1], [0.2, 0.4, 0.05], [0.3, 0.1, 0.2], [0.4, 0.3, 0.6]])
+    with caplog.at_level("WARNING", logger="samplecnn"):
+        results = metrics.evaluate_scores(labels, scores, ["a", "b", "c"], "multilabel", threshold=0.5)
+    assert "c" in caplog.text and "without both positive and negative" in caplog.text
+    assert results["roc_auc"] == pytest.approx(np.mean([skm.roc_auc_score(labels[:, i], scores[:, i]) for i in (0, 1)]))
+    assert results["pr_auc"] == pytest.approx(
+        np.mean([skm.average_precision_score(labels[:, i], scores[:, i]) for i in (0, 1)]))
+    predicted = (scores >= 0.5).astype(int)
+    assert results["accuracy"] == pytest.approx(skm.accuracy_score(labels, predicted))
+    assert results["f1"] == pytest.approx(skm.f1_score(labels, predicted, average="samples", zero_division=0))
+    assert results["f1_micro"] == pytest.approx(skm.f1_score(labels, predicted, average="micro"))
+    assert results["per_class"][2]["roc_auc"] is None and results["per_class"][2]["support"] == 0
+    assert results["per_class"][0]["f1"] == pytest.approx(skm.f1_score(labels[:, 0], predicted[:, 0]))
+
+
+def test_multiclass_metrics_agree_with_scikit_learn():
+    truth = np.array([0, 1, 2, 2, 1, 0, 2])
+    scores = np.random.default_rng(0).dirichlet(np.ones(3), size=7)
+    labels = np.eye(3, dtype=int)[truth]
+    results = metrics.evaluate_scores(labels, scores, ["x", "y", "z"], "multiclass", threshold=None)
+    assert results["accuracy"] == pytest.approx(skm.accuracy_score(truth, scores.argmax(1)))
+    assert results["f1"] == pytest.approx(skm.f1_score(truth, scores.argmax(1), average="macro"))
+    assert results["roc_auc"] == pytest.approx(skm.roc_auc_score(truth, scores, multi_class="ovr", average="macro"))
+    assert "x" in metrics.format_report(results)
