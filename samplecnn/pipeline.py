@@ -88,7 +88,9 @@ def segment_dataset(manifest, split, batch_size, training=False, num_readers=4, 
                                    num_parallel_calls=AUTOTUNE, deterministic=False)
         records = records.shuffle(SHUFFLE_SEGMENTS, seed=seed)
     else:
-        records = tf.data.TFRecordDataset(paths, num_parallel_reads=None)
+        segments = manifest["splits"][split]["segments"]
+        # A known length lets Keras end validation without treating it as data running out.
+        records = tf.data.TFRecordDataset(paths).apply(tf.data.experimental.assert_cardinality(segments))
     batches = records.batch(batch_size, drop_remainder=drop_remainder)
     return batches.map(lambda s: parse_segments(s, manifest), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
