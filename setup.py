@@ -9,7 +9,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["samplecnn", "samplecnn.*"]),
-    py_modules=["build_dataset", "train", "evaluate"],
+    py_modules=["build_dataset", "train", "evaluate", "predict"],
     install_requires=[
         "tensorflow>=2.16",
         "tensorboard",
@@ -31,6 +31,7 @@ setup(
             "samplecnn-build=build_dataset:run_cli",
             "samplecnn-train=train:run_cli",
             "samplecnn-evaluate=evaluate:run_cli",
+            "samplecnn-predict=predict:run_cli",
         ]
     },
 )

@@ -119,3 +119,13 @@ def make_dcs(raw, audio_for, sample_rate=44100):
             write_wav(raw / folder / f"Y{name}", tone(10.0, sample_rate, class_frequency(i), seed=k * 50 + i),
                       sample_rate)
     return raw
+
+
+def make_tones(root, classes=3, per_class=100):
+    """Folder data set of 1-s tones: each class a clearly different pitch."""
+    for c in range(classes):
+        for i in range(per_class):
+            seconds = 0.6 + 0.4 * (i % 2)
+            signal = tone(seconds, 16000, class_frequency(4 * c) * (1 + 0.02 * (i % 5)), seed=i,
+                                  amplitude=0.2 + 0.03 * (i % 7))
+            write_wav(root / f"class{c}" / f"{i}.wav", signal, 16000)

@@ -1,20 +1,15 @@
 """Dataset builder on small raw data sets in the exact layouts of the real downloads."""
-import json
-import os
-import pathlib
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import rawdata
+from scripts import run_script
 from samplecnn import audio, build, records
 from samplecnn.datasets import LayoutError, dcs, get_spec, mtt
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def read_examples(path):
@@ -303,9 +298,7 @@ def test_csv_with_wrong_columns_is_rejected(tmp_path):
 
 
 def run_cli(*args, cwd):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, str(REPO / "build_dataset.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True)
+    return run_script("build_dataset.py", *args, cwd=cwd)
 
 
 def test_cli_builds_with_the_seed_command_and_reports(tmp_path):

@@ -2,8 +2,6 @@
 import csv
 import json
 import math
-import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -17,49 +15,16 @@ from sklearn import metrics as skm
 import rawdata
 from samplecnn import build, metrics, training
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", "CUDA_VISIBLE_DEVICES": ""}
-SMALL = ["--init-features", "8", "--batch-size", "8", "--num-readers", "2"]
-
-
-def make_tones(root, classes=3, per_class=100):
-    """Folder data set of 1-s tones: each class a clearly different pitch."""
-    for c in range(classes):
-        for i in range(per_class):
-            seconds = 0.6 + 0.4 * (i % 2)
-            signal = rawdata.tone(seconds, 16000, rawdata.class_frequency(4 * c) * (1 + 0.02 * (i % 5)), seed=i,
-                                  amplitude=0.2 + 0.03 * (i % 7))
-            rawdata.write_wav(root / f"class{c}" / f"{i}.wav", signal, 16000)
-
-
-@pytest.fixture(scope="module")
-def tones(tmp_path_factory):
-    data = tmp_path_factory.mktemp("data")
-    make_tones(data / "raw")
-    build.build_dataset("folder", data_dir=data, raw_dir=data / "raw", name="tones", workers=1, val_fraction=0.2,
-                        test_fraction=0.2)
-    return data
+from scripts import ENV, SMALL_MODEL as SMALL, command, run_script
 
 
 def train_cli(*args, cwd):
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=ENV, capture_output=True,
-                          text=True)
+    return run_script("train.py", *args, cwd=cwd)
 
 
 def read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-@pytest.fixture(scope="module")
-def trained(tones, tmp_path_factory):
-    logs = tmp_path_factory.mktemp("log")
-    result = train_cli("tones", "--data-dir", str(tones), "--log-dir", str(logs), "--num-stages", "2",
-                       "--max-epochs", "6", "--patience", "3", "--lr-decay", "0.5", "--block", "rese2", *SMALL,
-                       cwd=tones)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run_dir,) = logs.iterdir()
-    return run_dir, result
 
 
 def test_run_directory_holds_every_file(trained):
@@ -108,8 +73,7 @@ def test_evaluate_cli_reproduces_results(trained, tmp_path):
     run_dir, _ = trained
     results = json.loads((run_dir / "results.json").read_text())
     out = tmp_path / "eval.json"
-    proc = subprocess.run([sys.executable, str(REPO / "evaluate.py"), str(run_dir / results["checkpoint"]),
-                           "--output", str(out)], env=ENV, capture_output=True, text=True)
+    proc = run_script("evaluate.py", run_dir / results["checkpoint"], "--output", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads(out.read_text())
     for key in ("roc_auc", "pr_auc", "accuracy", "f1", "f1_micro"):
@@ -121,8 +85,7 @@ def test_evaluate_rejects_a_data_set_with_other_classes(trained, tmp_path):
     run_dir, _ = trained
     rawdata.make_scd(tmp_path / "scd" / "raw")
     build.build_dataset("scd", data_dir=tmp_path, workers=1)
-    proc = subprocess.run([sys.executable, str(REPO / "evaluate.py"), str(run_dir), "--dataset", "scd",
-                           "--data-dir", str(tmp_path)], env=ENV, capture_output=True, text=True)
+    proc = run_script("evaluate.py", run_dir, "--dataset", "scd", "--data-dir", tmp_path)
     assert proc.returncode == 2 and "trained on 3 classes" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -148,8 +111,8 @@ def test_patience_stops_a_stage(tmp_path):
 def test_resume_after_kill_finishes_the_run(tones, tmp_path):
     args = ["tones", "--data-dir", str(tones), "--log-dir", str(tmp_path), "--num-stages", "2", "--max-epochs", "3",
             "--patience", "5", *SMALL]
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=tones, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command("train.py", *args), cwd=tones, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     state_files = []
     while time.monotonic() < deadline and proc.poll() is None:

@@ -1,0 +1,87 @@
+"""Writing predictions and embeddings: CSV, JSON, ARFF (Weka) and NPY."""
+import csv
+import json
+import pathlib
+
+import numpy as np
+
+PREDICTION_FORMATS = (".csv", ".json")
+EMBEDDING_FORMATS = (".csv", ".arff", ".npy")
+
+
+def check_suffix(path, formats, option):
+    suffix = pathlib.Path(path).suffix.lower()
+    if suffix not in formats:
+        raise ValueError(f"{option} {path}: the file name must end in {' or '.join(formats)}")
+    return suffix
+
+
+def write_predictions(path, predictions, classes, top_k, failures=()):
+    """One row per file or window: path, start, end, the top classes, every class's probability."""
+    suffix = check_suffix(path, PREDICTION_FORMATS, "--output")
+    rows = []
+    for p in predictions:
+        order = np.argsort(p.scores)[::-1][:top_k]
+        rows.append({"path": p.path, "start": round(p.start, 6), "end": round(p.end, 6),
+                     "top": [[classes[i], float(p.scores[i])] for i in order],
+                     "scores": {c: float(s) for c, s in zip(classes, p.scores)}})
+    if suffix == ".json":
+        pathlib.Path(path).write_text(json.dumps({"predictions": rows, "failures": list(failures)}, indent=1))
+        return
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "start", "end", "top_classes", *classes])
+        for r in rows:
+            top = ";".join(f"{c}:{s:.6f}" for c, s in r["top"])
+            writer.writerow([r["path"], r["start"], r["end"], top, *(f"{r['scores'][c]:.6f}" for c in classes)])
+
+
+def _arff_quote(value):
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def write_embeddings(path, rows, labels=None, relation="samplecnn"):
+    """Feature vectors with name, window start/end and (unless ``labels`` is None) a label.
+
+    ``rows`` are Predictions with ``features``. Columns follow the
+    DeepSpectrum conventions: name, timeStamp (window start), end, neuron_1..D, class.
+    """
+    suffix = check_suffix(path, EMBEDDING_FORMATS, "--embeddings")
+    if not rows:
+        raise ValueError("no embeddings to write")
+    features = np.stack([r.features for r in rows]).astype(np.float32)
+    columns = [f"neuron_{i + 1}" for i in range(features.shape[1])]
+    if suffix == ".npy":
+        fields = [("name", f"U{max(len(r.path) for r in rows)}"), ("timeStamp", "f8"), ("end", "f8"),
+                  ("features", "f4", (features.shape[1],))]
+        if labels is not None:
+            fields.append(("class", f"U{max(1, *(len(x) for x in labels))}"))
+        table = np.zeros(len(rows), dtype=fields)
+        table["name"], table["timeStamp"], table["end"] = [r.path for r in rows], [r.start for r in rows], \
+            [r.end for r in rows]
+        table["features"] = features
+        if labels is not None:
+            table["class"] = labels
+        np.save(path, table)
+        return
+    if suffix == ".csv":
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["name", "timeStamp", "end", *columns, *(["class"] if labels is not None else [])])
+            for i, r in enumerate(rows):
+                tail = [labels[i]] if labels is not None else []
+                writer.writerow([r.path, f"{r.start:.6f}", f"{r.end:.6f}", *(f"{v:.8g}" for v in features[i]), *tail])
+        return
+    # name is nominal rather than string so that scipy.io.arff reads the file too (Weka reads both).
+    names = "{" + ",".join(_arff_quote(x) for x in sorted({r.path for r in rows})) + "}"
+    lines = [f"@relation {relation}", "", f"@attribute name {names}", "@attribute timeStamp numeric",
+             "@attribute end numeric", *(f"@attribute {c} numeric" for c in columns)]
+    if labels is not None:
+        lines.append("@attribute class {" + ",".join(_arff_quote(x) for x in sorted(set(labels))) + "}")
+    lines += ["", "@data"]
+    for i, r in enumerate(rows):
+        values = [_arff_quote(r.path), f"{r.start:.6f}", f"{r.end:.6f}", *(f"{v:.8g}" for v in features[i])]
+        if labels is not None:
+            values.append(_arff_quote(labels[i]))
+        lines.append(",".join(values))
+    pathlib.Path(path).write_text("\n".join(lines) + "\n")

@@ -1,0 +1,17 @@
+"""Running the entry-point scripts as a user would, in a subprocess."""
+import os
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", "CUDA_VISIBLE_DEVICES": ""}
+SMALL_MODEL = ["--init-features", "8", "--batch-size", "8", "--num-readers", "2"]
+
+
+def command(script, *args):
+    return [sys.executable, str(REPO / script), *map(str, args)]
+
+
+def run_script(script, *args, cwd=None):
+    return subprocess.run(command(script, *args), cwd=cwd, env=ENV, capture_output=True, text=True)

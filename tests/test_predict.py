@@ -1,0 +1,134 @@
+"""predict.py and Tagger: tags, timelines, embeddings and bad input, on a trained run."""
+import json
+import shutil
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.io import arff
+
+import rawdata
+from samplecnn.inference import Tagger
+from scripts import run_script
+
+
+@pytest.fixture(scope="module")
+def tagger(trained):
+    return Tagger.from_run(trained[0])
+
+
+@pytest.fixture(scope="module")
+def held_back(tmp_path_factory):
+    """New tone files (unseen seeds and levels) for each of the three classes."""
+    root = tmp_path_factory.mktemp("held_back")
+    files = {}
+    for c in range(3):
+        for i in range(4):
+            signal = rawdata.tone(1.0, 16000, rawdata.class_frequency(4 * c) * (1 + 0.01 * i), seed=1000 + i,
+                                  amplitude=0.25 + 0.05 * i)
+            files[rawdata.write_wav(root / f"class{c}" / f"held{i}.wav", signal, 16000)] = f"class{c}"
+    return files
+
+
+def test_held_back_files_get_the_right_top_class(tagger, held_back):
+    correct = sum(tagger.top(tagger.predict_file(path).scores, 1)[0][0] == label for path, label in held_back.items())
+    assert correct >= 10  # of 12; chance is 4
+
+
+def test_wav_mp3_and_flac_of_the_same_audio_agree(tagger, tmp_path):
+    signal = rawdata.tone(1.0, 22050, rawdata.class_frequency(4), seed=7, amplitude=0.4)
+    wav = rawdata.write_wav(tmp_path / "a.wav", signal, 22050)
+    flac = rawdata.write_wav(tmp_path / "a.flac", signal, 22050)
+    mp3 = rawdata.write_encoded(tmp_path / "a.mp3", signal, 22050)
+    scores = [tagger.predict_file(p).scores for p in (wav, flac, mp3)]
+    np.testing.assert_allclose(scores[1], scores[0], atol=1e-3)
+    np.testing.assert_allclose(scores[2], scores[0], atol=0.05)
+
+
+def test_array_api_resamples_and_loops_short_audio(tagger):
+    short = rawdata.tone(0.1, 8000, rawdata.class_frequency(8), seed=3, amplitude=0.4)
+    prediction = tagger.predict_array(short, 8000)
+    assert prediction.scores.shape == (3,) and prediction.end == pytest.approx(0.1, abs=1e-3)
+    assert prediction.scores.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_timeline_windows_have_the_right_times(tagger):
+    audio = np.concatenate([rawdata.tone(2.0, 22050, rawdata.class_frequency(0)),
+                            rawdata.tone(1.5, 22050, rawdata.class_frequency(8))])
+    windows = tagger.timeline_array(audio, 22050, window=1.0, hop=0.5)
+    assert [(w.start, w.end) for w in windows] == [(s / 2, s / 2 + 1.0) for s in range(6)]
+    assert tagger.top(windows[0].scores, 1)[0][0] == "class0" and tagger.top(windows[-1].scores, 1)[0][0] == "class2"
+
+
+def test_embeddings_have_the_width_of_their_layer(tagger):
+    audio = rawdata.tone(2.0, 22050, 300.0)
+    (default,) = tagger.embed(audio, sample_rate=22050)
+    assert default.features.shape == (tagger.model.get_layer("embedding").output.shape[-1],) == (32,)
+    per_window = tagger.embed(audio, layer="block3_pool", window=1.0, sample_rate=22050)
+    assert len(per_window) == 2 and per_window[0].features.shape == (16,)
+    with pytest.raises(ValueError, match="no layer 'nope'.*block1_pool"):
+        tagger.embed(audio, layer="nope", sample_rate=22050)
+
+
+def test_cli_outputs_parse_and_bad_inputs_are_reported(trained, held_back, tmp_path):
+    run_dir, _ = trained
+    good = sorted(held_back)[:3]
+    broken = tmp_path / "broken.mp3"
+    broken.write_bytes(b"ID3 not really an mp3")
+    empty_zip = tmp_path / "empty.zip"
+    with zipfile.ZipFile(empty_zip, "w") as z:
+        z.writestr("readme.txt", "no audio here")
+    archive = tmp_path / "clips.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(good[0], "inside/one.wav")
+    outputs = {suffix: tmp_path / f"out{suffix}" for suffix in (".csv", ".json")}
+    embeddings = {suffix: tmp_path / f"emb{suffix}" for suffix in (".csv", ".arff", ".npy")}
+    results = {}
+    for suffix in (".csv", ".json"):
+        emb = embeddings[".csv"] if suffix == ".csv" else embeddings[".arff"]
+        results[suffix] = run_script("predict.py", run_dir, *good, broken, empty_zip, archive, tmp_path / "missing.wav",
+                                     "--output", outputs[suffix], "--embeddings", emb, "--top-k", "2")
+    npy = run_script("predict.py", run_dir, held_back and sorted(held_back)[0].parent, "--embeddings",
+                     embeddings[".npy"], "--no-labels")
+    assert npy.returncode == 0, npy.stderr[-2000:]
+
+    result = results[".csv"]
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "broken.mp3: FAILED" in result.stdout and "empty.zip: FAILED: archive holds no audio files" in result.stdout
+    assert "missing.wav: FAILED: no such file or folder" in result.stdout
+    assert "4 file(s) tagged, 3 failed" in result.stdout
+
+    table = pd.read_csv(outputs[".csv"])
+    assert list(table.columns) == ["path", "start", "end", "top_classes", "class0", "class1", "class2"]
+    assert len(table) == 4 and np.allclose(table[["class0", "class1", "class2"]].sum(axis=1), 1.0, atol=1e-4)
+    assert table["path"].str.endswith("one.wav").sum() == 1
+    report = json.loads(outputs[".json"].read_text())
+    assert len(report["predictions"]) == 4 and len(report["failures"]) == 3
+    assert set(report["predictions"][0]["scores"]) == {"class0", "class1", "class2"}
+
+    features = pd.read_csv(embeddings[".csv"])
+    assert list(features.columns[:3]) == ["name", "timeStamp", "end"] and features.columns[-1] == "class"
+    assert features.shape == (4, 3 + 32 + 1) and features["class"].iloc[0] == good[0].parent.name
+    data, meta = arff.loadarff(embeddings[".arff"])
+    assert len(data) == 4 and meta.names()[:3] == ["name", "timeStamp", "end"] and meta.names()[-1] == "class"
+    table = np.load(embeddings[".npy"])
+    assert table.dtype.names == ("name", "timeStamp", "end", "features") and table["features"].shape == (4, 32)
+
+
+def test_cli_timeline_csv(trained, tmp_path):
+    audio = rawdata.tone(3.0, 22050, rawdata.class_frequency(4))
+    path = rawdata.write_wav(tmp_path / "long.wav", audio, 22050)
+    out = tmp_path / "timeline.csv"
+    result = run_script("predict.py", trained[0], path, "--window", "1", "--hop", "0.5", "--output", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = pd.read_csv(out)
+    assert list(table["start"]) == [0.0, 0.5, 1.0, 1.5, 2.0] and list(table["end"]) == [1.0, 1.5, 2.0, 2.5, 3.0]
+
+
+def test_checkpoint_without_its_config_is_a_clear_error(trained, tmp_path):
+    run_dir, _ = trained
+    (final,) = run_dir.glob("final-*.h5")
+    lonely = shutil.copy(final, tmp_path / final.name)
+    result = run_script("predict.py", lonely, tmp_path)
+    assert result.returncode == 2 and "config.json not found" in result.stderr and "Traceback" not in result.stderr
