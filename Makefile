@@ -27,7 +27,7 @@ test: install
 	$(PY) -m pytest -q tests
 
 demo: install
-	$(PY) -m samplecnn.demo
+	PY=$(PY) bash demo.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

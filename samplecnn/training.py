@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import pathlib
+import sys
 import time
 
 import keras
@@ -255,13 +256,21 @@ def new_run(config):
     return run
 
 
-def train(config, verbose="auto"):
-    """Trains a new run of ``config`` and returns (run directory, test results)."""
+def progress_verbosity():
+    """Keras progress bars on a terminal; one line per epoch in logs and pipes."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def train(config, verbose=None):
+    """Trains a new run of ``config`` and returns (run directory, test results).
+
+    ``verbose`` is Keras's: 0 silent, 1 progress bar, 2 one line per epoch (default:
+    a bar on a terminal, lines otherwise)."""
     keras.utils.set_random_seed(config.seed)
     return _train(new_run(config), verbose)
 
 
-def resume(run_dir, verbose="auto"):
+def resume(run_dir, verbose=None):
     """Continues an interrupted run from its last completed epoch; returns (run dir, results)."""
     run = Run(run_dir)
     if not run.path(CONFIG).exists():
@@ -302,7 +311,8 @@ def _train(run, verbose):
         remaining = config.max_epochs - state.stage_epochs
         if remaining > 0 and state.wait < config.patience:
             model.fit(train_data, steps_per_epoch=steps, epochs=state.epochs + remaining, initial_epoch=state.epochs,
-                      validation_data=val_data, callbacks=[monitor, tensorboard], verbose=verbose)
+                      validation_data=val_data, callbacks=[monitor, tensorboard],
+                      verbose=progress_verbosity() if verbose is None else verbose)
         if monitor.diverged:
             raise TrainingDiverged(f"training diverged: {monitor.diverged}. The best checkpoint so far is kept in "
                                    f"{run.path(BEST)}; try a lower --lr.")
