@@ -249,7 +249,7 @@ def new_run(config):
         "mean": manifest["mean"],
         "std": manifest["std"],
         "sample_dtype": manifest["sample_dtype"],
-        "data": manifest["dir"],
+        "data": str(pathlib.Path(manifest["dir"]).resolve()),
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
     }
     write_text_atomic(run.path(CONFIG), json.dumps(values, indent=1))
@@ -314,8 +314,9 @@ def _train(run, verbose):
                       validation_data=val_data, callbacks=[monitor, tensorboard],
                       verbose=progress_verbosity() if verbose is None else verbose)
         if monitor.diverged:
-            raise TrainingDiverged(f"training diverged: {monitor.diverged}. The best checkpoint so far is kept in "
-                                   f"{run.path(BEST)}; try a lower --lr.")
+            kept = (f"the best checkpoint so far is kept in {run.path(BEST)}" if run.path(BEST).exists()
+                    else "no epoch finished, so there is no checkpoint")
+            raise TrainingDiverged(f"training diverged: {monitor.diverged}; {kept}. Try a lower --lr.")
         log.info("stage %d (lr %g): best val loss %.4f after %d epoch(s)", state.stage, stage_lr(config, state.stage),
                  state.best_val_loss, state.stage_epochs)
         state.stage, state.stage_epochs, state.wait = state.stage + 1, 0, 0
@@ -325,6 +326,10 @@ def _train(run, verbose):
 
 def finish(run, manifest, state):
     """Evaluates the best checkpoint on the test set, writes results.json, renames it final-*.h5."""
+    if not run.path(BEST).exists() and run.final_checkpoint() and run.path(RESULTS).exists():
+        state.finished = True  # killed between the rename and the state update
+        run.save_state(state)
+        return json.loads(run.path(RESULTS).read_text())
     model = keras.models.load_model(run.path(BEST), compile=False)
     results = evaluate(model, manifest)
     final = run.path(FINAL_PATTERN.format(**results))
