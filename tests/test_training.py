@@ -14,6 +14,7 @@ from sklearn import metrics as skm
 
 import rawdata
 from samplecnn import build, metrics, training
+from samplecnn.models import ModelConfig, build_samplecnn
 
 from scripts import ENV, SMALL_MODEL as SMALL, command, run_script
 
@@ -193,3 +194,32 @@ def test_multiclass_metrics_agree_with_scikit_learn():
     assert results["f1"] == pytest.approx(skm.f1_score(truth, scores.argmax(1), average="macro"))
     assert results["roc_auc"] == pytest.approx(skm.roc_auc_score(truth, scores, multi_class="ovr", average="macro"))
     assert "x" in metrics.format_report(results)
+
+
+def test_every_model_and_optimizer_flag_reaches_the_model():
+    from samplecnn.datasets import get_spec
+
+    config = training.TrainConfig(dataset="scd", block="rese1", amplifying_ratio=0.5, multi=True, dropout=0.3,
+                                  weight_decay=1e-4, init_features=16, momentum=0.8, lr=0.05, lr_decay=0.1)
+    model_config = training.model_config_for(config, get_spec("scd"))
+    assert (model_config.block, model_config.amplifying_ratio, model_config.multi, model_config.dropout,
+            model_config.weight_decay, model_config.init_features) == ("rese1", 0.5, True, 0.3, 1e-4, 16)
+    assert (model_config.num_blocks, model_config.num_classes, model_config.activation) == (8, 35, "softmax")
+    model = build_samplecnn(model_config)
+    training.compile_model(model, config, stage=2, task="multiclass")
+    optimizer = model.optimizer
+    assert optimizer.momentum == 0.8 and optimizer.nesterov
+    assert float(optimizer.learning_rate) == pytest.approx(0.05 * 0.1 ** 2)
+    assert model.loss == "categorical_crossentropy"
+
+
+def test_mixed_precision_flag_sets_a_bfloat16_policy_on_cpu():
+    try:
+        training.set_precision(True)
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+        model = build_samplecnn(ModelConfig(num_blocks=3, init_features=4, num_classes=2))
+        assert model.get_layer("conv0_conv").compute_dtype == "bfloat16"
+        assert model.get_layer("predictions").compute_dtype == "float32"
+    finally:
+        training.set_precision(False)
+    assert keras.mixed_precision.global_policy().name == "float32"
