@@ -1,11 +1,14 @@
 """Raw layout -> clip table -> sharded TFRecords + manifest.json, in parallel and resumable.
 
-Every shard is one unit of work: a worker process decodes its clips, writes the shard
-under a temporary name, renames it, then writes a small sidecar with the shard's counts,
-failures and sample statistics to ``.build/``. A shard counts as done only when its
-sidecar exists, so a re-run after any interruption redoes just the unfinished shards,
-and since a shard's bytes depend only on its clips, the result equals an uninterrupted
-build. The manifest is assembled from the sidecars at the end.
+The unit of work is a chunk of a shard (a tenth of it): a worker process decodes the
+chunk's clips and writes them to a part file, renamed when complete, then a small sidecar
+with the chunk's counts, failures and sample statistics. When all parts of a shard exist,
+the parent concatenates them (TFRecords are self-delimiting) into the shard under a
+temporary name, renames it, and writes the shard's sidecar. Work only counts as done once
+its sidecar exists, so a re-run after any interruption redoes just the unfinished chunks;
+since a chunk's bytes depend only on its clips, the result equals an uninterrupted build.
+Chunks rather than whole shards keep every worker busy even when a build has fewer
+shards than workers (a custom set of a few hundred clips is a single shard).
 """
 import concurrent.futures
 import dataclasses
@@ -30,17 +33,41 @@ STATE_DIR = ".build"
 VERSION = "0.1.0"
 
 
-@dataclasses.dataclass
-class ShardTask:
-    path: str
-    sidecar: str
-    split: str
-    clips: list  # (clip_id, audio path, multi-hot label list)
+CHUNKS_PER_SHARD = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioFormat:
+    """How every clip of a build is decoded, cut and stored."""
+
     sample_rate: int
     clip_samples: int
     segment_samples: int
     segments_per_clip: int
     sample_dtype: str
+
+
+@dataclasses.dataclass
+class ChunkTask:
+    """Clips written by one worker call to one part file of a shard."""
+
+    path: str
+    sidecar: str
+    split: str
+    clips: list  # (clip_id, audio path, multi-hot label list)
+    format: AudioFormat
+
+
+@dataclasses.dataclass
+class Shard:
+    path: str
+    sidecar: str
+    split: str
+    chunks: list
+
+    @property
+    def clips(self):
+        return [clip for chunk in self.chunks for clip in chunk.clips]
 
 
 @dataclasses.dataclass
@@ -67,25 +94,26 @@ def shard_name(split, i, n):
     return f"{split}-{i:04d}-of-{n:04d}.tfrecord"
 
 
-def write_shard(task):
-    """Decodes the clips of one shard, writes it atomically and returns its summary."""
+def write_chunk(task):
+    """Decodes the clips of one chunk, writes them atomically and returns its summary."""
+    fmt = task.format
     total, total_sq, count, segments, written, failures = 0.0, 0.0, 0, 0, 0, []
     with records.AtomicWriter(task.path) as out:
         for clip_id, path, label in task.clips:
             try:
-                segs = audio.load_clip(path, task.sample_rate, task.clip_samples, task.segment_samples,
-                                       task.segments_per_clip)
+                segs = audio.load_clip(path, fmt.sample_rate, fmt.clip_samples, fmt.segment_samples,
+                                       fmt.segments_per_clip)
             except Exception as error:  # one bad file must never stop the build
                 failures.append({"path": path, "split": task.split, "error": str(error) or repr(error)})
                 continue
-            pcm = records.to_pcm(segs, task.sample_dtype)
+            pcm = records.to_pcm(segs, fmt.sample_dtype)
             label = np.asarray(label, dtype=np.uint8)
             if task.split == "test":
                 out.write(records.frame(records.clip_sequence_example(pcm, label, clip_id)))
             else:
                 for seg in pcm:
                     out.write(records.frame(records.segment_example(seg, label, clip_id)))
-            stored = records.from_pcm(pcm.tobytes(), task.sample_dtype).astype(np.float64)
+            stored = records.from_pcm(pcm.tobytes(), fmt.sample_dtype).astype(np.float64)
             total, total_sq, count = total + stored.sum(), total_sq + np.square(stored).sum(), count + stored.size
             segments += len(pcm)
             written += 1
@@ -95,36 +123,57 @@ def write_shard(task):
     return summary
 
 
+def finish_shard(shard):
+    """Concatenates the shard's parts into the shard, writes its sidecar, removes the parts."""
+    summaries = [json.loads(pathlib.Path(chunk.sidecar).read_text()) for chunk in shard.chunks]
+    with records.AtomicWriter(shard.path) as out:
+        for chunk in shard.chunks:
+            with open(chunk.path, "rb") as part:
+                shutil.copyfileobj(part, out)
+    merged = {key: sum(s[key] for s in summaries) for key in ("clips", "segments", "sum", "sum_sq", "count")}
+    merged["failures"] = [f for s in summaries for f in s["failures"]]
+    records.write_text_atomic(shard.sidecar, json.dumps(merged))
+    for chunk in shard.chunks:
+        pathlib.Path(chunk.path).unlink()
+        pathlib.Path(chunk.sidecar).unlink()
+
+
 def plan_shards(index, out_dir, sample_dtype, seed):
-    """ShardTasks for every split: train clips shuffled (seeded) so shards mix classes."""
+    """The Shards of every split: train clips shuffled (seeded) so shards mix classes."""
     spec = index.spec
+    fmt = AudioFormat(spec.sample_rate, spec.clip_samples, spec.segment_samples, spec.segments_per_clip,
+                      sample_dtype)
     class_index = {c: i for i, c in enumerate(spec.classes)}
-    tasks = []
+    chunk_size = math.ceil(spec.clips_per_shard / CHUNKS_PER_SHARD)
+    state = out_dir / STATE_DIR
+    shards = []
     for split in base.SPLITS:
         clips = sorted((c for c in index.clips if c.split == split), key=lambda c: c.clip_id)
         if split == "train":
             random.Random(seed).shuffle(clips)
-        n = math.ceil(len(clips) / spec.clips_per_shard)
+        rows = []
+        for clip in clips:
+            label = [0] * spec.num_classes
+            for name in clip.labels:
+                label[class_index[name]] = 1
+            rows.append((clip.clip_id, clip.path, label))
+        n = math.ceil(len(rows) / spec.clips_per_shard)
         for i in range(n):
-            chunk = clips[i * spec.clips_per_shard:(i + 1) * spec.clips_per_shard]
-            rows = []
-            for clip in chunk:
-                label = [0] * spec.num_classes
-                for name in clip.labels:
-                    label[class_index[name]] = 1
-                rows.append((clip.clip_id, clip.path, label))
             name = shard_name(split, i, n)
-            tasks.append(ShardTask(str(out_dir / name), str(out_dir / STATE_DIR / f"{name}.json"), split, rows,
-                                   spec.sample_rate, spec.clip_samples, spec.segment_samples,
-                                   spec.segments_per_clip, sample_dtype))
-    return tasks
+            shard_rows = rows[i * spec.clips_per_shard:(i + 1) * spec.clips_per_shard]
+            chunks = [ChunkTask(str(state / f"{name}.part-{k:03d}"), str(state / f"{name}.part-{k:03d}.json"), split,
+                                shard_rows[start:start + chunk_size], fmt)
+                      for k, start in enumerate(range(0, len(shard_rows), chunk_size))]
+            shards.append(Shard(str(out_dir / name), str(state / f"{name}.json"), split, chunks))
+    return shards
 
 
-def fingerprint(tasks, spec):
+def fingerprint(shards, spec):
     """Hash of everything that determines the shards' bytes."""
     digest = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode())
-    for t in tasks:
-        digest.update(json.dumps([t.path, t.clips, t.sample_dtype]).encode())
+    for shard in shards:
+        digest.update(json.dumps([shard.path, [c.clips for c in shard.chunks], shard.chunks[0].format.sample_dtype])
+                      .encode())
     return digest.hexdigest()
 
 
@@ -149,18 +198,20 @@ def prepare_output(out_dir, plan_id, overwrite):
 
 
 def run_tasks(tasks, workers, on_done):
-    """Runs write_shard over ``tasks`` in ``workers`` processes, calling ``on_done(task, summary)``."""
+    """Runs write_chunk over ``tasks`` in ``workers`` processes, calling ``on_done(task)`` for each."""
     if workers <= 1:
         for task in tasks:
-            on_done(task, write_shard(task))
+            write_chunk(task)
+            on_done(task)
         return
     # spawn: workers never inherit a parent's TensorFlow threads, and stay small.
     context = multiprocessing.get_context("spawn")
     pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
     try:
-        futures = {pool.submit(write_shard, task): task for task in tasks}
+        futures = {pool.submit(write_chunk, task): task for task in tasks}
         for future in concurrent.futures.as_completed(futures):
-            on_done(futures[future], future.result())
+            future.result()
+            on_done(futures[future])
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -170,36 +221,49 @@ def build_from_index(index, out_dir, dataset, workers=None, sample_dtype="int16"
     """Writes the shards and manifest of ``index`` to ``out_dir``; returns the manifest."""
     out_dir = pathlib.Path(out_dir)
     records.to_pcm(np.zeros(1, np.float32), sample_dtype)  # validates sample_dtype early
-    tasks = plan_shards(index, out_dir, sample_dtype, seed)
-    prepare_output(out_dir, fingerprint(tasks, index.spec), overwrite)
-    pending = [t for t in tasks if not pathlib.Path(t.sidecar).exists()]
-    clips_total = sum(len(t.clips) for t in pending)
-    state = {"shards": len(tasks) - len(pending), "clips": 0, "start": time.monotonic()}
+    shards = plan_shards(index, out_dir, sample_dtype, seed)
+    prepare_output(out_dir, fingerprint(shards, index.spec), overwrite)
+    todo = [shard for shard in shards if not pathlib.Path(shard.sidecar).exists()]
+    shard_of = {chunk.path: shard for shard in todo for chunk in shard.chunks}
+    waiting = {shard.path: sum(not pathlib.Path(c.sidecar).exists() for c in shard.chunks) for shard in todo}
+    pending = [chunk for shard in todo for chunk in shard.chunks if not pathlib.Path(chunk.sidecar).exists()]
+    state = {"shards": len(shards) - len(todo), "clips": 0, "start": time.monotonic()}
+    clips_total = sum(len(chunk.clips) for chunk in pending)
 
-    def on_done(task, summary):
+    def shard_done(shard):
+        finish_shard(shard)
         state["shards"] += 1
-        state["clips"] += len(task.clips)
+
+    def on_done(chunk):
+        shard = shard_of[chunk.path]
+        waiting[shard.path] -= 1
+        state["clips"] += len(chunk.clips)
+        if waiting[shard.path] == 0:
+            shard_done(shard)
         if progress:
-            progress(Progress(state["shards"], len(tasks), state["clips"], clips_total,
+            progress(Progress(state["shards"], len(shards), state["clips"], clips_total,
                               time.monotonic() - state["start"]))
 
+    for shard in todo:
+        if waiting[shard.path] == 0:  # every part was written before an interruption
+            shard_done(shard)
     run_tasks(pending, workers or os.cpu_count() or 1, on_done)
-    manifest = assemble_manifest(index, tasks, dataset, sample_dtype, seed, options or {})
+    manifest = assemble_manifest(index, shards, dataset, sample_dtype, seed, options or {})
     records.write_text_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
 
-def assemble_manifest(index, tasks, dataset, sample_dtype, seed, options):
+def assemble_manifest(index, shards, dataset, sample_dtype, seed, options):
     splits = {s: {"clips": 0, "segments": 0, "shards": []} for s in base.SPLITS}
     failures, total, total_sq, count = list(index.failures), 0.0, 0.0, 0
-    for task in tasks:
-        summary = json.loads(pathlib.Path(task.sidecar).read_text())
-        entry = splits[task.split]
+    for shard in shards:
+        summary = json.loads(pathlib.Path(shard.sidecar).read_text())
+        entry = splits[shard.split]
         entry["clips"] += summary["clips"]
         entry["segments"] += summary["segments"]
-        entry["shards"].append(pathlib.Path(task.path).name)
+        entry["shards"].append(pathlib.Path(shard.path).name)
         failures.extend(summary["failures"])
-        if task.split == "train":
+        if shard.split == "train":
             total, total_sq, count = total + summary["sum"], total_sq + summary["sum_sq"], count + summary["count"]
     mean = total / count if count else 0.0
     std = math.sqrt(max(total_sq / count - mean ** 2, 0.0)) if count else 1.0
