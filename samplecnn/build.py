@@ -1,14 +1,13 @@
 """Raw layout -> clip table -> sharded TFRecords + manifest.json, in parallel and resumable.
 
-The unit of work is a chunk of a shard (a tenth of it): a worker process decodes the
-chunk's clips and writes them to a part file, renamed when complete, then a small sidecar
-with the chunk's counts, failures and sample statistics. When all parts of a shard exist,
-the parent concatenates them (TFRecords are self-delimiting) into the shard under a
-temporary name, renames it, and writes the shard's sidecar. Work only counts as done once
-its sidecar exists, so a re-run after any interruption redoes just the unfinished chunks;
-since a chunk's bytes depend only on its clips, the result equals an uninterrupted build.
-Chunks rather than whole shards keep every worker busy even when a build has fewer
-shards than workers (a custom set of a few hundred clips is a single shard).
+The unit of parallel work is a chunk of a shard (a tenth of it), so that even a build of
+fewer shards than cores keeps every core busy (a custom set of a few hundred clips is a
+single shard). Worker processes decode a chunk's clips and return its serialized records
+with its counts, failures and sample statistics; the parent appends the chunks of a shard
+in order to a temporary file, renames it when complete, and then writes a small sidecar
+with the shard's summary to ``.build/``. A shard counts as done only when its sidecar
+exists, so a re-run after any interruption redoes just the unfinished shards; since a
+shard's bytes depend only on its clips, the result equals an uninterrupted build.
 """
 import concurrent.futures
 import dataclasses
@@ -49,10 +48,10 @@ class AudioFormat:
 
 @dataclasses.dataclass
 class ChunkTask:
-    """Clips written by one worker call to one part file of a shard."""
+    """Clips encoded by one worker call: the ``index``-th chunk of the shard at ``shard``."""
 
-    path: str
-    sidecar: str
+    shard: str
+    index: int
     split: str
     clips: list  # (clip_id, audio path, multi-hot label list)
     format: AudioFormat
@@ -94,48 +93,62 @@ def shard_name(split, i, n):
     return f"{split}-{i:04d}-of-{n:04d}.tfrecord"
 
 
-def write_chunk(task):
-    """Decodes the clips of one chunk, writes them atomically and returns its summary."""
+def encode_chunk(task):
+    """Decodes the clips of one chunk; returns (its TFRecord bytes, its summary)."""
     fmt = task.format
     total, total_sq, count, segments, written, failures = 0.0, 0.0, 0, 0, 0, []
-    with records.AtomicWriter(task.path) as out:
-        for clip_id, path, label in task.clips:
-            try:
-                segs = audio.load_clip(path, fmt.sample_rate, fmt.clip_samples, fmt.segment_samples,
-                                       fmt.segments_per_clip)
-            except Exception as error:  # one bad file must never stop the build
-                failures.append({"path": path, "split": task.split, "error": str(error) or repr(error)})
-                continue
-            pcm = records.to_pcm(segs, fmt.sample_dtype)
-            label = np.asarray(label, dtype=np.uint8)
-            if task.split == "test":
-                out.write(records.frame(records.clip_sequence_example(pcm, label, clip_id)))
-            else:
-                for seg in pcm:
-                    out.write(records.frame(records.segment_example(seg, label, clip_id)))
-            stored = records.from_pcm(pcm.tobytes(), fmt.sample_dtype).astype(np.float64)
-            total, total_sq, count = total + stored.sum(), total_sq + np.square(stored).sum(), count + stored.size
-            segments += len(pcm)
-            written += 1
+    out = bytearray()
+    for clip_id, path, label in task.clips:
+        try:
+            segs = audio.load_clip(path, fmt.sample_rate, fmt.clip_samples, fmt.segment_samples,
+                                   fmt.segments_per_clip)
+        except Exception as error:  # one bad file must never stop the build
+            failures.append({"path": path, "split": task.split, "error": str(error) or repr(error)})
+            continue
+        pcm = records.to_pcm(segs, fmt.sample_dtype)
+        label = np.asarray(label, dtype=np.uint8)
+        if task.split == "test":
+            out += records.frame(records.clip_sequence_example(pcm, label, clip_id))
+        else:
+            for seg in pcm:
+                out += records.frame(records.segment_example(seg, label, clip_id))
+        stored = records.from_pcm(pcm.tobytes(), fmt.sample_dtype).astype(np.float64)
+        total, total_sq, count = total + stored.sum(), total_sq + np.square(stored).sum(), count + stored.size
+        segments += len(pcm)
+        written += 1
     summary = {"clips": written, "segments": segments, "failures": failures,
                "sum": total, "sum_sq": total_sq, "count": count}
-    records.write_text_atomic(task.sidecar, json.dumps(summary))
-    return summary
+    return bytes(out), summary
 
 
-def finish_shard(shard):
-    """Concatenates the shard's parts into the shard, writes its sidecar, removes the parts."""
-    summaries = [json.loads(pathlib.Path(chunk.sidecar).read_text()) for chunk in shard.chunks]
-    with records.AtomicWriter(shard.path) as out:
-        for chunk in shard.chunks:
-            with open(chunk.path, "rb") as part:
-                shutil.copyfileobj(part, out)
-    merged = {key: sum(s[key] for s in summaries) for key in ("clips", "segments", "sum", "sum_sq", "count")}
-    merged["failures"] = [f for s in summaries for f in s["failures"]]
-    records.write_text_atomic(shard.sidecar, json.dumps(merged))
-    for chunk in shard.chunks:
-        pathlib.Path(chunk.path).unlink()
-        pathlib.Path(chunk.sidecar).unlink()
+class ShardAssembler:
+    """Appends a shard's chunks in order to its temporary file as they arrive (in any
+    order), then renames it and writes the shard's sidecar."""
+
+    def __init__(self, shard):
+        self.shard, self.next, self.waiting, self.summaries = shard, 0, {}, []
+        self.writer = records.AtomicWriter(shard.path)
+        self.file = self.writer.__enter__()
+
+    def add(self, index, data, summary):
+        """Takes chunk ``index``; returns True when the shard is complete."""
+        self.waiting[index] = (data, summary)
+        while self.next in self.waiting:
+            data, summary = self.waiting.pop(self.next)
+            self.file.write(data)
+            self.summaries.append(summary)
+            self.next += 1
+        if self.next < len(self.shard.chunks):
+            return False
+        self.writer.__exit__(None, None, None)
+        merged = {key: sum(s[key] for s in self.summaries) for key in ("clips", "segments", "sum", "sum_sq", "count")}
+        merged["failures"] = [f for s in self.summaries for f in s["failures"]]
+        records.write_text_atomic(self.shard.sidecar, json.dumps(merged))
+        return True
+
+    def abandon(self):
+        """Drops the temporary file of an interrupted shard."""
+        self.writer.__exit__(KeyboardInterrupt, None, None)
 
 
 def plan_shards(index, out_dir, sample_dtype, seed):
@@ -161,8 +174,7 @@ def plan_shards(index, out_dir, sample_dtype, seed):
         for i in range(n):
             name = shard_name(split, i, n)
             shard_rows = rows[i * spec.clips_per_shard:(i + 1) * spec.clips_per_shard]
-            chunks = [ChunkTask(str(state / f"{name}.part-{k:03d}"), str(state / f"{name}.part-{k:03d}.json"), split,
-                                shard_rows[start:start + chunk_size], fmt)
+            chunks = [ChunkTask(str(out_dir / name), k, split, shard_rows[start:start + chunk_size], fmt)
                       for k, start in enumerate(range(0, len(shard_rows), chunk_size))]
             shards.append(Shard(str(out_dir / name), str(state / f"{name}.json"), split, chunks))
     return shards
@@ -172,8 +184,7 @@ def fingerprint(shards, spec):
     """Hash of everything that determines the shards' bytes."""
     digest = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode())
     for shard in shards:
-        digest.update(json.dumps([shard.path, [c.clips for c in shard.chunks], shard.chunks[0].format.sample_dtype])
-                      .encode())
+        digest.update(json.dumps([shard.path, shard.clips, shard.chunks[0].format.sample_dtype]).encode())
     return digest.hexdigest()
 
 
@@ -198,20 +209,18 @@ def prepare_output(out_dir, plan_id, overwrite):
 
 
 def run_tasks(tasks, workers, on_done):
-    """Runs write_chunk over ``tasks`` in ``workers`` processes, calling ``on_done(task)`` for each."""
+    """Runs encode_chunk over ``tasks`` in ``workers`` processes, calling ``on_done(task, data, summary)``."""
     if workers <= 1:
         for task in tasks:
-            write_chunk(task)
-            on_done(task)
+            on_done(task, *encode_chunk(task))
         return
     # spawn: workers never inherit a parent's TensorFlow threads, and stay small.
     context = multiprocessing.get_context("spawn")
     pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
     try:
-        futures = {pool.submit(write_chunk, task): task for task in tasks}
+        futures = {pool.submit(encode_chunk, task): task for task in tasks}
         for future in concurrent.futures.as_completed(futures):
-            future.result()
-            on_done(futures[future])
+            on_done(futures[future], *future.result())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -224,30 +233,28 @@ def build_from_index(index, out_dir, dataset, workers=None, sample_dtype="int16"
     shards = plan_shards(index, out_dir, sample_dtype, seed)
     prepare_output(out_dir, fingerprint(shards, index.spec), overwrite)
     todo = [shard for shard in shards if not pathlib.Path(shard.sidecar).exists()]
-    shard_of = {chunk.path: shard for shard in todo for chunk in shard.chunks}
-    waiting = {shard.path: sum(not pathlib.Path(c.sidecar).exists() for c in shard.chunks) for shard in todo}
-    pending = [chunk for shard in todo for chunk in shard.chunks if not pathlib.Path(chunk.sidecar).exists()]
+    by_path = {shard.path: shard for shard in todo}
+    open_shards = {}
     state = {"shards": len(shards) - len(todo), "clips": 0, "start": time.monotonic()}
+    pending = [chunk for shard in todo for chunk in shard.chunks]
     clips_total = sum(len(chunk.clips) for chunk in pending)
 
-    def shard_done(shard):
-        finish_shard(shard)
-        state["shards"] += 1
-
-    def on_done(chunk):
-        shard = shard_of[chunk.path]
-        waiting[shard.path] -= 1
+    def on_done(chunk, data, summary):
+        if chunk.shard not in open_shards:
+            open_shards[chunk.shard] = ShardAssembler(by_path[chunk.shard])
         state["clips"] += len(chunk.clips)
-        if waiting[shard.path] == 0:
-            shard_done(shard)
+        if open_shards[chunk.shard].add(chunk.index, data, summary):
+            del open_shards[chunk.shard]
+            state["shards"] += 1
         if progress:
             progress(Progress(state["shards"], len(shards), state["clips"], clips_total,
                               time.monotonic() - state["start"]))
 
-    for shard in todo:
-        if waiting[shard.path] == 0:  # every part was written before an interruption
-            shard_done(shard)
-    run_tasks(pending, workers or os.cpu_count() or 1, on_done)
+    try:
+        run_tasks(pending, workers or os.cpu_count() or 1, on_done)
+    finally:
+        for assembler in open_shards.values():
+            assembler.abandon()
     manifest = assemble_manifest(index, shards, dataset, sample_dtype, seed, options or {})
     records.write_text_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=1))
     return manifest

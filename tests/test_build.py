@@ -318,12 +318,12 @@ def test_cli_broken_layout_exits_with_one_clear_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_interrupted_between_chunks_resumes_to_identical_shards(tmp_path, scd_build):
+def test_interrupted_mid_shard_resumes_to_identical_shards(tmp_path, scd_build):
     import dataclasses
 
     data, _ = scd_build
     index = build.load_index("scd", data / "scd" / "raw")
-    index.spec = dataclasses.replace(index.spec, clips_per_shard=4)  # 1-clip chunks: shards of several parts
+    index.spec = dataclasses.replace(index.spec, clips_per_shard=4)  # 1-clip chunks: shards of several chunks
     reference = build.build_from_index(index, tmp_path / "a", "scd", workers=2)
 
     class Stop(Exception):
@@ -335,12 +335,13 @@ def test_interrupted_between_chunks_resumes_to_identical_shards(tmp_path, scd_bu
 
     with pytest.raises(Stop):
         build.build_from_index(index, tmp_path / "b", "scd", workers=1, progress=stop_after_five_chunks)
-    parts = list((tmp_path / "b" / build.STATE_DIR).glob("*.part-*.json"))
-    assert parts and not (tmp_path / "b" / build.MANIFEST).exists()
+    # The first train shard was finished, the second was not: no trace of it is left.
+    assert (tmp_path / "b" / "train-0000-of-0002.tfrecord").exists()
+    assert not (tmp_path / "b" / "train-0001-of-0002.tfrecord").exists()
+    assert not list((tmp_path / "b").glob("*.tmp-*")) and not (tmp_path / "b" / build.MANIFEST).exists()
     resumed = build.build_from_index(index, tmp_path / "b", "scd", workers=2)
     assert resumed["splits"] == reference["splits"] and resumed["splits"]["train"]["shards"] == \
         ["train-0000-of-0002.tfrecord", "train-0001-of-0002.tfrecord"]
     for split in ("train", "val", "test"):
         for shard in reference["splits"][split]["shards"]:
             assert (tmp_path / "b" / shard).read_bytes() == (tmp_path / "a" / shard).read_bytes()
-    assert not list((tmp_path / "b" / build.STATE_DIR).glob("*.part-*"))
