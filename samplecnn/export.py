@@ -57,8 +57,9 @@ def write_embeddings(path, rows, labels=None, relation="samplecnn"):
         if labels is not None:
             fields.append(("class", f"U{max(1, *(len(x) for x in labels))}"))
         table = np.zeros(len(rows), dtype=fields)
-        table["name"], table["timeStamp"], table["end"] = [r.path for r in rows], [r.start for r in rows], \
-            [r.end for r in rows]
+        table["name"] = [r.path for r in rows]
+        table["timeStamp"] = [r.start for r in rows]
+        table["end"] = [r.end for r in rows]
         table["features"] = features
         if labels is not None:
             table["class"] = labels

@@ -12,19 +12,18 @@ import soxr
 
 from samplecnn.audio import AudioDecodeError, decode, loop_pad
 from samplecnn.models import EMBEDDING_LAYER  # also registers the custom objects of saved models
-
-CONFIG = "config.json"
+from samplecnn.training import BEST, CONFIG, Run
 
 
 def resolve_checkpoint(path):
     """The checkpoint of ``path``: the file itself, or a run directory's final (else best) model."""
     path = pathlib.Path(path)
     if path.is_dir():
-        candidates = sorted(path.glob("final-*.h5")) or sorted(path.glob("best.h5"))
-        if not candidates:
-            raise FileNotFoundError(f"{path} holds no final-*.h5 or best.h5 checkpoint; is it a run directory "
+        checkpoint = Run(path).final_checkpoint() or (path / BEST if (path / BEST).exists() else None)
+        if checkpoint is None:
+            raise FileNotFoundError(f"{path} holds no final-*.h5 or {BEST} checkpoint; is it a run directory "
                                     "made by train.py, and did training save a checkpoint?")
-        return candidates[-1]
+        return checkpoint
     if not path.is_file():
         raise FileNotFoundError(f"model not found: {path}")
     return path
