@@ -113,8 +113,8 @@ def encode_chunk(task):
         else:
             for seg in pcm:
                 out += records.frame(records.segment_example(seg, label, clip_id))
-        stored = records.from_pcm(pcm.tobytes(), fmt.sample_dtype).astype(np.float64)
-        total, total_sq, count = total + stored.sum(), total_sq + np.square(stored).sum(), count + stored.size
+        clip_sum, clip_sum_sq = records.pcm_moments(pcm, fmt.sample_dtype)
+        total, total_sq, count = total + clip_sum, total_sq + clip_sum_sq, count + pcm.size
         segments += len(pcm)
         written += 1
     summary = {"clips": written, "segments": segments, "failures": failures,

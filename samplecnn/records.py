@@ -35,6 +35,16 @@ def from_pcm(data, sample_dtype):
     return audio / INT16_SCALE if sample_dtype == "int16" else audio
 
 
+def pcm_moments(pcm, sample_dtype):
+    """(sum, sum of squares) of the float samples that ``pcm`` stores, without converting it:
+    int16 moments are exact integer sums, scaled once."""
+    if sample_dtype == "int16":
+        total = float(pcm.sum(dtype=np.int64)) / INT16_SCALE
+        return total, float(np.square(pcm, dtype=np.int64).sum()) / INT16_SCALE ** 2
+    values = pcm.astype(np.float64)
+    return float(values.sum()), float(np.square(values).sum())
+
+
 def _varint(value):
     out = bytearray()
     while True:
