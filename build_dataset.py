@@ -6,12 +6,13 @@
 """
 from absl import flags
 
-from samplecnn.cli import ProgressLine, UsageError, flag, format_seconds, run
+from samplecnn.cli import FLAGS, ProgressLine, UsageError, flag, format_seconds, run
 
 DATASETS = ("mtt", "scd", "dcs", "folder", "csv")
 
 flags.DEFINE_string("data-dir", "./data", "Data root: raw files in DATA_DIR/<name>/raw, shards in DATA_DIR/<name>/tfrecord.")
-flags.DEFINE_string("raw-dir", None, "folder: the folder with one sub-folder of audio files per class.")
+flags.DEFINE_string("raw-dir", None, "folder: the folder with one sub-folder of audio files per class; mtt/scd/dcs: "
+                    "the raw download, if not in DATA_DIR/<name>/raw.")
 flags.DEFINE_string("csv", None, "csv: a CSV with columns path,labels[,split]; labels separated by ';'.")
 flags.DEFINE_string("name", None, "folder/csv: name of the data set (output in DATA_DIR/NAME/tfrecord).")
 flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).", lower_bound=1)
@@ -39,6 +40,12 @@ def main(argv):
     if dataset not in ("folder", "csv") and custom:
         raise UsageError(f"{', '.join('--' + k.replace('_', '-') for k in custom)} only apply to folder and csv "
                          f"data sets; {dataset} has a fixed spec")
+    misplaced = [option for option, applies in (("--csv", dataset == "csv"), ("--raw-dir", dataset != "csv"),
+                                                ("--name", dataset in ("folder", "csv"))) if FLAGS[option[2:]].present
+                 and not applies]
+    if misplaced:
+        raise UsageError(f"{', '.join(misplaced)} cannot be used with {dataset}: --csv goes with csv, --raw-dir with "
+                         "folder (or overrides DATA_DIR/<name>/raw of mtt, scd, dcs), --name with folder and csv")
     raw_dir = flag("csv") if dataset == "csv" else flag("raw-dir")
     line = ProgressLine()
 

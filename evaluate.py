@@ -10,7 +10,6 @@ from samplecnn.cli import UsageError, flag, run
 
 flags.DEFINE_string("dataset", None, "Data set to evaluate on (default: the one in the run's config.json).")
 flags.DEFINE_string("data-dir", None, "Data root (default: where the model's training data was).")
-flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split to evaluate.")
 flags.DEFINE_string("output", None, "Also write the results to this JSON file.")
 
 
@@ -30,7 +29,7 @@ def main(argv):
         training.check_compatible(run_config, manifest)
     except (FileNotFoundError, ValueError, pipeline.DataError) as error:
         raise UsageError(str(error)) from None
-    results = training.evaluate(model, manifest, flag("split"))
+    results = training.evaluate(model, manifest)
     print(metrics.format_report(results))
     if flag("output"):
         with open(flag("output"), "w") as f:

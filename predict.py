@@ -12,7 +12,7 @@ import time
 
 from absl import flags
 
-from samplecnn.cli import ProgressLine, UsageError, flag, run
+from samplecnn.cli import FLAGS, ProgressLine, UsageError, flag, run
 
 flags.DEFINE_integer("top-k", 5, "Classes to show per file or window.", lower_bound=1)
 flags.DEFINE_float("threshold", None, "Also list every class at or above this probability (multi-label models "
@@ -34,6 +34,10 @@ def main(argv):
         raise UsageError("usage: predict.py MODEL_PATH INPUT... [options]")
     if flag("hop") is not None and flag("window") is None:
         raise UsageError("--hop needs --window")
+    if not flag("embeddings"):
+        unused = [f"--{name}" for name in ("layer", "label", "no-labels") if FLAGS[name].present]
+        if unused:
+            raise UsageError(f"{', '.join(unused)} only apply to embeddings: add --embeddings FILE.csv|arff|npy")
     try:
         if flag("output"):
             export.check_suffix(flag("output"), export.PREDICTION_FORMATS, "--output")
@@ -50,7 +54,7 @@ def main(argv):
         for failure in found.failures:
             print(f"{failure['path']}: FAILED: {failure['error']}")
         embed_layer = (flag("layer") or inference.EMBEDDING_LAYER) if flag("embeddings") else None
-        predictions, failed = tag_files(tagger, found.files, embed_layer)
+        predictions, failed = tag_files(tagger, found, embed_layer)
     failures = found.failures + failed
     if flag("output"):
         export.write_predictions(flag("output"), predictions, tagger.classes, flag("top-k"), failures)
@@ -62,19 +66,23 @@ def main(argv):
     return 1 if failures else 0
 
 
-def tag_files(tagger, paths, embed_layer):
+def tag_files(tagger, found, embed_layer):
     """Prints each file's top classes; returns (all predictions, failures)."""
     predictions, failures, line, started = [], [], ProgressLine(), time.monotonic()
-    for done, result in enumerate(tagger.run_files(paths, flag("window"), flag("hop"), embed_layer), start=1):
+    total = len(found.files)
+    for done, result in enumerate(tagger.run_files(found.files, flag("window"), flag("hop"), embed_layer), start=1):
+        result.path = found.name(result.path)
         if result.error:
             failures.append({"path": result.path, "error": result.error})
             print(f"{result.path}: FAILED: {result.error}")
         else:
+            for prediction in result.predictions:
+                prediction.path = result.path
             predictions.extend(result.predictions)
             print_result(tagger, result)
-        if len(paths) > 1:
+        if total > 1:
             rate = done / max(time.monotonic() - started, 1e-9)
-            line(f"files {done}/{len(paths)}  {rate:.1f} files/s", final=done == len(paths))
+            line(f"files {done}/{total}  {rate:.1f} files/s", final=done == total)
     return predictions, failures
 
 

@@ -39,10 +39,7 @@ def build_model(dataset, block="se", multi=False, **overrides):
     from samplecnn.models import ModelConfig, build_samplecnn
 
     spec = get_spec(dataset) if isinstance(dataset, str) else dataset
-    values = dict(block=block, multi=multi, num_blocks=spec.num_blocks,
-                  num_classes=spec.num_classes, activation=spec.activation)
-    values.update(overrides)
-    return build_samplecnn(ModelConfig(**values))
+    return build_samplecnn(ModelConfig.for_spec(spec, block=block, multi=multi, **overrides))
 
 
 __all__ = ["ModelConfig", "build_model", "build_samplecnn", "get_spec", "list_blocks", "register_block"]

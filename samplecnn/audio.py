@@ -38,10 +38,17 @@ def decode(path, sample_rate):
         audio, source_rate = soundfile.read(path, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
         return _decode_with_ffmpeg(path, sample_rate)
-    audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
     if audio.size == 0:
         raise AudioDecodeError(f"no audio samples in {path}")
-    if source_rate != sample_rate:
+    return conform(audio, source_rate, sample_rate)
+
+
+def conform(audio, source_rate, sample_rate):
+    """Mono float32 at ``sample_rate`` of samples (frames, or frames x channels) at ``source_rate``."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
+    if source_rate != sample_rate and audio.size:
         audio = soxr.resample(audio, source_rate, sample_rate, quality="HQ")
     return np.ascontiguousarray(audio, dtype=np.float32)
 

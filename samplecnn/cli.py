@@ -16,14 +16,14 @@ def flag(name):
     return FLAGS[name].value
 
 
-def run(main, expected_errors=()):
+def run(main):
     """``absl.app.run(main)`` with ``-h`` as help and one clear line for expected errors."""
     sys.argv = ["--helpshort" if arg == "-h" else arg for arg in sys.argv]
 
     def guarded(argv):
         try:
             return main(argv)
-        except (UsageError, *expected_errors) as error:
+        except UsageError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
 

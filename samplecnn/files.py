@@ -12,10 +12,18 @@ ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".ta
 
 @dataclasses.dataclass
 class Inputs:
-    """Audio files found, and inputs that could not be used, with the reason."""
+    """Audio files found, and inputs that could not be used, with the reason.
+
+    ``names`` maps a file extracted from an archive to the name to show for it
+    (``archive.zip/member/path.wav``) instead of its temporary path.
+    """
 
     files: list = dataclasses.field(default_factory=list)
     failures: list = dataclasses.field(default_factory=list)
+    names: dict = dataclasses.field(default_factory=dict)
+
+    def name(self, path):
+        return self.names.get(str(path), str(path))
 
 
 def is_archive(path):
@@ -46,14 +54,16 @@ def expand_inputs(inputs, scratch):
                 found.failures.append({"path": str(item), "error": "folder holds no audio files"})
             found.files.extend(files)
         elif is_archive(item) and item.is_file():
+            destination = tempfile.mkdtemp(dir=scratch)
             try:
-                files = _extract(item, tempfile.mkdtemp(dir=scratch))
+                files = _extract(item, destination)
             except (zipfile.BadZipFile, tarfile.TarError, OSError) as error:
                 found.failures.append({"path": str(item), "error": f"cannot read archive: {error}"})
                 continue
             if not files:
                 found.failures.append({"path": str(item), "error": "archive holds no audio files"})
             found.files.extend(files)
+            found.names.update({str(f): f"{item}/{f.relative_to(destination).as_posix()}" for f in files})
         elif item.exists():
             found.files.append(item)
         else:

@@ -8,9 +8,8 @@ import time
 
 import keras
 import numpy as np
-import soxr
 
-from samplecnn.audio import AudioDecodeError, decode, loop_pad
+from samplecnn.audio import AudioDecodeError, conform, decode, segment
 from samplecnn.models import EMBEDDING_LAYER  # also registers the custom objects of saved models
 from samplecnn.training import BEST, CONFIG, Run
 
@@ -104,7 +103,7 @@ class Tagger:
 
     def timeline_array(self, audio, sample_rate, window=None, hop=None, name="<array>"):
         """One Prediction per window of ``window`` seconds every ``hop`` seconds."""
-        prepared = self._prepare(name, self._resample(audio, sample_rate), window, hop)
+        prepared = self._prepare(name, conform(audio, sample_rate, self.sample_rate), window, hop)
         return self._run(self.model, [prepared])[0].predictions
 
     def predict_file(self, path):
@@ -121,7 +120,7 @@ class Tagger:
         if isinstance(audio_or_path, (str, pathlib.Path)):
             audio, name = decode(audio_or_path, self.sample_rate), str(audio_or_path)
         else:
-            audio, name = self._resample(audio_or_path, sample_rate), "<array>"
+            audio, name = conform(audio_or_path, sample_rate, self.sample_rate), "<array>"
         prepared = self._prepare(name, audio, window, hop)
         return self._run(self.feature_model(layer), [prepared])[0].predictions
 
@@ -197,9 +196,7 @@ class Tagger:
 
     def segments(self, audio):
         """Standardized (n, segment_samples, 1) segments; audio shorter than one is looped."""
-        audio = loop_pad(audio, max(audio.size, self.segment_samples))
-        count = audio.size // self.segment_samples
-        segs = audio[: count * self.segment_samples].reshape(count, self.segment_samples)
+        segs = segment(audio, self.segment_samples, max(1, audio.size // self.segment_samples))
         return ((segs - self.mean) / self.std).astype(np.float32)[..., np.newaxis]
 
     def windows(self, audio, window=None, hop=None):
@@ -230,14 +227,6 @@ class Tagger:
                 output = keras.layers.GlobalAveragePooling1D(name=f"{layer}_time_mean")(output)
             self._feature_models[layer] = keras.Model(self.model.input, [self.model.output, output])
         return self._feature_models[layer]
-
-    def _resample(self, audio, sample_rate):
-        audio = np.asarray(audio, dtype=np.float32)
-        if audio.ndim == 2:
-            audio = audio.mean(axis=1)
-        if sample_rate == self.sample_rate or audio.size == 0:
-            return audio
-        return soxr.resample(audio, sample_rate, self.sample_rate, quality="HQ").astype(np.float32)
 
     def top(self, scores, k=5):
         order = np.argsort(scores)[::-1][:k]

@@ -98,8 +98,8 @@ def segment_dataset(manifest, split, batch_size, training=False, num_readers=4, 
     return batches.map(lambda s: parse_segments(s, manifest), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
-def clip_dataset(manifest, split="test"):
-    """One element per clip: (audio (segments, samples, 1), label (classes,), clip_id)."""
+def clip_dataset(manifest):
+    """One element per test clip: (audio (segments, samples, 1), label (classes,), clip_id)."""
     spec = manifest["spec"]
     context = {"label": tf.io.FixedLenFeature([], tf.string), "clip_id": tf.io.FixedLenFeature([], tf.string)}
     sequence = {"audio": tf.io.FixedLenSequenceFeature([], tf.string)}
@@ -109,4 +109,4 @@ def clip_dataset(manifest, split="test"):
         audio = decode_audio(seq["audio"], manifest, spec["segment_samples"])
         return audio, decode_label(ctx["label"], len(manifest["classes"])), ctx["clip_id"]
 
-    return tf.data.TFRecordDataset(shard_paths(manifest, split)).map(parse, num_parallel_calls=AUTOTUNE)
+    return tf.data.TFRecordDataset(shard_paths(manifest, "test")).map(parse, num_parallel_calls=AUTOTUNE)

@@ -100,11 +100,12 @@ def run_name(config, model_config):
     return f"{stamp}-{config.dataset}-{config.name or model_config.signature}"
 
 
+MODEL_OPTIONS = ("block", "multi", "init_features", "amplifying_ratio", "dropout", "weight_decay")
+"""TrainConfig fields that are ModelConfig fields; the rest of the model comes from the spec."""
+
+
 def model_config_for(config, spec):
-    return ModelConfig(block=config.block, multi=config.multi, num_blocks=spec.num_blocks,
-                       init_features=config.init_features, amplifying_ratio=config.amplifying_ratio,
-                       dropout=config.dropout, weight_decay=config.weight_decay, num_classes=spec.num_classes,
-                       activation=spec.activation)
+    return ModelConfig.for_spec(spec, **{name: getattr(config, name) for name in MODEL_OPTIONS})
 
 
 def make_strategy(name):
@@ -347,10 +348,11 @@ def finish(run, manifest, state):
     return json.loads(run.path(RESULTS).read_text())
 
 
-def evaluate(model, manifest, split="test"):
-    """Clip-level scores of ``model`` on a split of a built data set."""
+def evaluate(model, manifest):
+    """Clip-level scores of ``model`` on the test split of a built data set (the only split
+    stored one clip per record)."""
     spec = pipeline.spec_of(manifest)
-    labels, scores, _ = metrics.predict_clips(model, pipeline.clip_dataset(manifest, split))
+    labels, scores, _ = metrics.predict_clips(model, pipeline.clip_dataset(manifest))
     return metrics.evaluate_scores(labels, scores, spec.classes, spec.task, spec.threshold)
 
 

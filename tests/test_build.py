@@ -311,6 +311,13 @@ def test_cli_builds_with_the_seed_command_and_reports(tmp_path):
     assert (tmp_path / "data" / "scd" / "tfrecord" / "manifest.json").exists()
 
 
+def test_cli_refuses_options_that_do_not_apply(tmp_path):
+    result = run_cli("scd", "--name", "words", "--clip-seconds", "2", cwd=tmp_path)
+    assert result.returncode == 2 and "--clip-seconds only apply to folder and csv" in result.stderr
+    result = run_cli("scd", "--name", "words", cwd=tmp_path)
+    assert result.returncode == 2 and "--name cannot be used with scd" in result.stderr
+
+
 def test_cli_broken_layout_exits_with_one_clear_line(tmp_path):
     result = run_cli("mtt", "--data-dir", str(tmp_path), cwd=tmp_path)
     assert result.returncode == 2

@@ -102,7 +102,7 @@ def test_cli_outputs_parse_and_bad_inputs_are_reported(trained, held_back, tmp_p
     table = pd.read_csv(outputs[".csv"])
     assert list(table.columns) == ["path", "start", "end", "top_classes", "class0", "class1", "class2"]
     assert len(table) == 4 and np.allclose(table[["class0", "class1", "class2"]].sum(axis=1), 1.0, atol=1e-4)
-    assert table["path"].str.endswith("one.wav").sum() == 1
+    assert list(table["path"][table["path"].str.endswith("one.wav")]) == [f"{archive}/inside/one.wav"]
     report = json.loads(outputs[".json"].read_text())
     assert len(report["predictions"]) == 4 and len(report["failures"]) == 3
     assert set(report["predictions"][0]["scores"]) == {"class0", "class1", "class2"}
@@ -124,6 +124,11 @@ def test_cli_timeline_csv(trained, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     table = pd.read_csv(out)
     assert list(table["start"]) == [0.0, 0.5, 1.0, 1.5, 2.0] and list(table["end"]) == [1.0, 1.5, 2.0, 2.5, 3.0]
+
+
+def test_embedding_options_without_embeddings_are_refused(trained, held_back):
+    result = run_script("predict.py", trained[0], sorted(held_back)[0], "--layer", "block3_pool")
+    assert result.returncode == 2 and "--layer only apply to embeddings" in result.stderr
 
 
 def test_checkpoint_without_its_config_is_a_clear_error(trained, tmp_path):

@@ -34,7 +34,7 @@ def test_run_directory_holds_every_file(trained):
     names = {p.name for p in run_dir.iterdir()}
     assert {"config.json", "log.csv", "results.json", "state.json", "last.keras", "tensorboard"} <= names
     assert "best.h5" not in names
-    assert any(p.rglob("events.out.tfevents.*") for p in [run_dir / "tensorboard"])
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
     config = json.loads((run_dir / "config.json").read_text())
     assert config["model"]["block"] == "rese2" and config["model"]["init_features"] == 8
     assert config["classes"] == ["class0", "class1", "class2"] and config["std"] > 0

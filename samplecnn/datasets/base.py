@@ -68,7 +68,7 @@ def get_spec(name):
     try:
         return _SPECS[name]
     except KeyError:
-        raise ValueError(f"Unknown data set {name!r}; built-in data sets: {', '.join(sorted(_SPECS))}") from None
+        raise ValueError(f"Unknown data set {name!r}; built-in data sets: {', '.join(list_specs())}") from None
 
 
 def list_specs():

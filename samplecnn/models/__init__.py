@@ -6,7 +6,6 @@ from samplecnn.models.samplecnn import (
     ModelConfig,
     block_filters,
     build_samplecnn,
-    min_input_samples,
 )
 
 __all__ = [
@@ -17,6 +16,5 @@ __all__ = [
     "build_samplecnn",
     "get_block",
     "list_blocks",
-    "min_input_samples",
     "register_block",
 ]

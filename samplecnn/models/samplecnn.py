@@ -39,6 +39,13 @@ class ModelConfig:
             raise ValueError(f"Unknown ModelConfig fields {sorted(unknown)}; known: {sorted(known)}")
         return cls(**values)
 
+    @classmethod
+    def for_spec(cls, spec, **options):
+        """The config for a data set's spec: its block count, classes and output activation,
+        unless ``options`` say otherwise."""
+        derived = dict(num_blocks=spec.num_blocks, num_classes=spec.num_classes, activation=spec.activation)
+        return cls(**{**derived, **options})
+
     @property
     def signature(self):
         """Short name of the architecture, e.g. ``se`` or ``rese2_multi``."""
@@ -56,11 +63,6 @@ def block_filters(num_blocks, init_features):
             filters *= 2
         widths.append(filters)
     return widths
-
-
-def min_input_samples(num_blocks):
-    """Receptive field of the model: 3 ** (num_blocks + 1) samples."""
-    return 3 ** (num_blocks + 1)
 
 
 def build_samplecnn(config):
