@@ -9,7 +9,6 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["samplecnn", "samplecnn.*"]),
-    py_modules=["build_dataset", "train", "evaluate", "predict"],
     install_requires=[
         "tensorflow>=2.16",
         "tensorboard",
@@ -28,10 +27,11 @@ setup(
     extras_require={"test": ["pytest", "scipy"]},
     entry_points={
         "console_scripts": [
-            "samplecnn-build=build_dataset:run_cli",
-            "samplecnn-train=train:run_cli",
-            "samplecnn-evaluate=evaluate:run_cli",
-            "samplecnn-predict=predict:run_cli",
+            "samplecnn=samplecnn.cli:main",
+            "samplecnn-build=samplecnn.cli.build:run_cli",
+            "samplecnn-train=samplecnn.cli.train:run_cli",
+            "samplecnn-evaluate=samplecnn.cli.evaluate:run_cli",
+            "samplecnn-predict=samplecnn.cli.predict:run_cli",
         ]
     },
 )

@@ -1,0 +1,86 @@
+"""Builds sharded TFRecords from a raw data set download.
+
+  python build_dataset.py mtt|scd|dcs [--data-dir ./data]
+  python build_dataset.py folder --raw-dir DIR --name NAME
+  python build_dataset.py csv --csv FILE --name NAME
+"""
+from absl import flags
+
+from samplecnn.cli import FLAGS, ProgressLine, UsageError, flag, format_seconds, run
+
+DATASETS = ("mtt", "scd", "dcs", "folder", "csv")
+
+flags.DEFINE_string("data-dir", "./data", "Data root: raw files in DATA_DIR/<name>/raw, shards in DATA_DIR/<name>/tfrecord.")
+flags.DEFINE_string("raw-dir", None, "folder: the folder with one sub-folder of audio files per class; mtt/scd/dcs: "
+                    "the raw download, if not in DATA_DIR/<name>/raw.")
+flags.DEFINE_string("csv", None, "csv: a CSV with columns path,labels[,split]; labels separated by ';'.")
+flags.DEFINE_string("name", None, "folder/csv: name of the data set (output in DATA_DIR/NAME/tfrecord).")
+flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).", lower_bound=1)
+flags.DEFINE_enum("sample-dtype", "int16", ["int16", "float32"], "How PCM samples are stored.")
+flags.DEFINE_boolean("overwrite", False, "Rebuild from scratch instead of resuming.")
+flags.DEFINE_integer("seed", 0, "Seed of the train shuffle and of generated splits.")
+flags.DEFINE_integer("sample-rate", None, "folder/csv: sample rate in Hz (default 22050).", lower_bound=1)
+flags.DEFINE_float("clip-seconds", None, "folder/csv: clip length; shorter clips are looped (default 1).")
+flags.DEFINE_integer("segment-samples", None, "folder/csv: samples per segment (default 22050).", lower_bound=81)
+flags.DEFINE_float("val-fraction", None, "folder/csv: fraction of each class for validation (default 0.1).")
+flags.DEFINE_float("test-fraction", None, "folder/csv: fraction of each class for test (default 0.1).")
+
+FAILURES_SHOWN = 5
+
+
+def main(argv):
+    from samplecnn.build import build_dataset
+    from samplecnn.datasets import LayoutError
+
+    if len(argv) != 2 or argv[1] not in DATASETS:
+        raise UsageError(f"usage: build_dataset.py {{{'|'.join(DATASETS)}}} [options]; got {argv[1:]}")
+    dataset = argv[1]
+    custom = {k: flag(k) for k in ("sample-rate", "clip-seconds", "segment-samples", "val-fraction", "test-fraction")}
+    custom = {k.replace("-", "_"): v for k, v in custom.items() if v is not None}
+    if dataset not in ("folder", "csv") and custom:
+        raise UsageError(f"{', '.join('--' + k.replace('_', '-') for k in custom)} only apply to folder and csv "
+                         f"data sets; {dataset} has a fixed spec")
+    misplaced = [option for option, applies in (("--csv", dataset == "csv"), ("--raw-dir", dataset != "csv"),
+                                                ("--name", dataset in ("folder", "csv"))) if FLAGS[option[2:]].present
+                 and not applies]
+    if misplaced:
+        raise UsageError(f"{', '.join(misplaced)} cannot be used with {dataset}: --csv goes with csv, --raw-dir with "
+                         "folder (or overrides DATA_DIR/<name>/raw of mtt, scd, dcs), --name with folder and csv")
+    raw_dir = flag("csv") if dataset == "csv" else flag("raw-dir")
+    line = ProgressLine()
+
+    def progress(p):
+        line(f"{dataset}: shards {p.shards_done}/{p.shards_total}  clips {p.clips_done}/{p.clips_total}  "
+             f"{p.clips_per_second:.0f} clips/s  ETA {format_seconds(p.eta_seconds)}",
+             final=p.shards_done == p.shards_total)
+
+    try:
+        manifest = build_dataset(dataset, data_dir=flag("data-dir"), raw_dir=raw_dir, name=flag("name"),
+                                 workers=flag("workers"), sample_dtype=flag("sample-dtype"),
+                                 overwrite=flag("overwrite"), seed=flag("seed"), progress=progress, **custom)
+    except (LayoutError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    return report(manifest)
+
+
+def report(manifest):
+    """Prints the summary; non-zero exit when a split ended up with no clips."""
+    for note in manifest["notes"]:
+        print(f"note: {note}")
+    for split, entry in manifest["splits"].items():
+        print(f"{split:>5}: {entry['clips']} clips, {entry['segments']} segments, {len(entry['shards'])} shards")
+    print(f"train mean {manifest['mean']:.6f}, std {manifest['std']:.6f}")
+    failures = manifest["failures"]
+    if failures:
+        print(f"{len(failures)} clip(s) skipped (listed in manifest.json 'failures'), e.g.:")
+        for failure in failures[:FAILURES_SHOWN]:
+            print(f"  {failure['path']}: {failure['error']}")
+    empty = [split for split, entry in manifest["splits"].items() if entry["clips"] == 0]
+    if empty:
+        print(f"error: no clip was written for split(s) {', '.join(empty)}")
+        return 1
+    return 0
+
+
+def run_cli():
+    run(__name__)

@@ -1,0 +1,72 @@
+"""Trains a SampleCNN on a built data set.
+
+  python train.py DATASET [NAME] [--block se] [--multi] ...
+  python train.py --resume log/20190424_213449-scd-se
+"""
+from absl import flags
+
+from samplecnn.cli import UsageError, flag, run
+
+flags.DEFINE_string("data-dir", "./data", "Data root holding DATA_DIR/<dataset>/tfrecord.")
+flags.DEFINE_string("log-dir", "./log", "Directory where to write event logs and models.")
+flags.DEFINE_string("block", "se", "Convolutional block to build a model (basic/se/res1/res2/rese1/rese2, or any "
+                    "registered block).")
+flags.DEFINE_float("amplifying-ratio", 0.125, "Width of the squeeze-excitation bottleneck relative to the channels.")
+flags.DEFINE_boolean("multi", False, "Use multi-level feature aggregation.")
+flags.DEFINE_integer("batch-size", 23, "Mini-batch size (per replica).", lower_bound=1)
+flags.DEFINE_float("momentum", 0.9, "Momentum for SGD.")
+flags.DEFINE_float("lr", 0.01, "Learning rate.")
+flags.DEFINE_float("lr-decay", 0.2, "Learning rate decay rate between stages.")
+flags.DEFINE_float("dropout", 0.5, "Dropout rate.")
+flags.DEFINE_float("weight-decay", 0.0, "Weight decay (L2 on kernels).")
+flags.DEFINE_integer("num-stages", 5, "Number of stages to train.", lower_bound=1)
+flags.DEFINE_integer("patience", 2, "Stop training stage after #patiences.", lower_bound=1)
+flags.DEFINE_integer("num-readers", 8, "Number of TFRecord readers.", lower_bound=1)
+flags.DEFINE_integer("max-epochs", 100, "Maximum epochs per stage.", lower_bound=1)
+flags.DEFINE_integer("init-features", 128, "Channels of the first convolution.", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
+                  "tf.distribute strategy: mirrored = all local GPUs, multi_worker = hosts in TF_CONFIG.")
+flags.DEFINE_boolean("mixed-precision", False, "bfloat16 compute on CPU, float16 on GPU.")
+flags.DEFINE_string("resume", None, "Continue the interrupted run in this run directory.")
+
+OPTIONS = ("data-dir", "log-dir", "block", "amplifying-ratio", "multi", "batch-size", "momentum", "lr", "lr-decay",
+           "dropout", "weight-decay", "num-stages", "patience", "num-readers", "max-epochs", "init-features", "seed",
+           "strategy", "mixed-precision")
+
+
+def main(argv):
+    import logging
+
+    from samplecnn import training
+    from samplecnn.models import list_blocks
+    from samplecnn.pipeline import DataError
+
+    logging.getLogger("samplecnn").setLevel(logging.INFO)
+    try:
+        if flag("resume"):
+            if len(argv) > 1:
+                raise UsageError("--resume takes its data set and options from the run's config.json; "
+                                 f"drop {argv[1:]}")
+            run_dir, results = training.resume(flag("resume"))
+        else:
+            if len(argv) not in (2, 3):
+                raise UsageError(f"usage: train.py DATASET [NAME] [options]; got {argv[1:]}")
+            if flag("block") not in list_blocks():
+                raise UsageError(f"--block {flag('block')} is not registered; choose from {', '.join(list_blocks())}")
+            values = {k.replace("-", "_"): flag(k) for k in OPTIONS}
+            config = training.TrainConfig(dataset=argv[1], name=argv[2] if len(argv) == 3 else None, **values)
+            run_dir, results = training.train(config)
+    except (DataError, FileNotFoundError, training.TrainingDiverged) as error:
+        raise UsageError(str(error)) from None
+    test = results["test"]
+    print(f"run directory: {run_dir}")
+    print(f"final checkpoint: {run_dir / results['checkpoint']}")
+    print(f"test ROC-AUC {test['roc_auc']:.4f}  PR-AUC {test['pr_auc']:.4f}  accuracy {test['accuracy']:.4f}  "
+          f"F1 {test['f1']:.4f}  micro F1 {test['f1_micro']:.4f}")
+    print(f"TensorBoard: tensorboard --logdir {run_dir / training.TENSORBOARD}")
+    return 0
+
+
+def run_cli():
+    run(__name__)
