@@ -14,6 +14,7 @@ setup(
         "tensorboard",
         "keras>=3",
         "librosa",
+        "matplotlib",
         "soundfile",
         "soxr",
         "google-crc32c",

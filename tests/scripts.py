@@ -15,3 +15,9 @@ def command(script, *args):
 
 def run_script(script, *args, cwd=None):
     return subprocess.run(command(script, *args), cwd=cwd, env=ENV, capture_output=True, text=True)
+
+
+def run_samplecnn(*args, cwd=REPO):
+    """``python -m samplecnn ARGS``: the ``samplecnn`` console script."""
+    return subprocess.run([sys.executable, "-m", "samplecnn", *map(str, args)], cwd=cwd, env=ENV, capture_output=True,
+                          text=True)

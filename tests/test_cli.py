@@ -1,15 +1,7 @@
 """The command line: one `samplecnn` script with subcommands, -h with flags, exit code 2 for bad input."""
-import subprocess
-import sys
-
 import pytest
 
-from scripts import ENV, REPO, run_script
-
-
-def samplecnn(*args):
-    return subprocess.run([sys.executable, "-m", "samplecnn", *map(str, args)], cwd=REPO, env=ENV,
-                          capture_output=True, text=True)
+from scripts import run_samplecnn as samplecnn, run_script
 
 
 @pytest.mark.parametrize("command, script, own_flag", [("build", "build_dataset.py", "--sample-dtype"),

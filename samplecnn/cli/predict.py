@@ -1,12 +1,13 @@
 """Tags audio files with a trained SampleCNN, and exports embeddings.
 
   python predict.py MODEL_PATH INPUT... [--top-k 5] [--threshold T] [--output FILE.csv|json]
-                    [--window SECONDS --hop SECONDS] [--embeddings FILE.csv|arff|npy --layer NAME]
+                    [--window SECONDS --hop SECONDS] [--embeddings FILE.csv|arff|npy --layer NAME] [--plot DIR]
 
 MODEL_PATH is a checkpoint beside its run's config.json, or a run directory. INPUT is
 any mix of audio files (any format ffmpeg reads), folders and .zip/.tar* archives.
 """
 import pathlib
+import re
 import tempfile
 import time
 
@@ -25,6 +26,8 @@ flags.DEFINE_string("layer", None, "Layer to take embeddings from (default: the 
 flags.DEFINE_string("label", None, "Label written with every embedding (default: the file's parent folder name).")
 flags.DEFINE_boolean("no-labels", False, "Write embeddings without a label column.")
 flags.DEFINE_integer("batch-size", 32, "Segments per model call.", lower_bound=1)
+flags.DEFINE_string("plot", None, "Draw each file (waveform, log-mel spectrogram, top-k classes over the windows) "
+                    "to DIR/<file>.png, with the plotted numbers in DIR/<file>.json.")
 
 
 def main(argv):
@@ -46,6 +49,8 @@ def main(argv):
         tagger = inference.Tagger.from_run(argv[1], batch_size=flag("batch-size"))
         if flag("embeddings"):
             tagger.feature_model(flag("layer"))
+        if flag("plot"):
+            pathlib.Path(flag("plot")).mkdir(parents=True, exist_ok=True)
     except (FileNotFoundError, ValueError, OSError) as error:
         raise UsageError(str(error)) from None
 
@@ -69,9 +74,9 @@ def main(argv):
 def tag_files(tagger, found, embed_layer):
     """Prints each file's top classes; returns (all predictions, failures)."""
     predictions, failures, line, started = [], [], ProgressLine(), time.monotonic()
-    total = len(found.files)
+    total, plotted = len(found.files), set()
     for done, result in enumerate(tagger.run_files(found.files, flag("window"), flag("hop"), embed_layer), start=1):
-        result.path = found.name(result.path)
+        source, result.path = result.path, found.name(result.path)
         if result.error:
             failures.append({"path": result.path, "error": result.error})
             print(f"{result.path}: FAILED: {result.error}")
@@ -80,10 +85,27 @@ def tag_files(tagger, found, embed_layer):
                 prediction.path = result.path
             predictions.extend(result.predictions)
             print_result(tagger, result)
+            if flag("plot"):
+                plot_result(tagger, source, result, plotted)
         if total > 1:
             rate = done / max(time.monotonic() - started, 1e-9)
             line(f"files {done}/{total}  {rate:.1f} files/s", final=done == total)
     return predictions, failures
+
+
+def plot_result(tagger, source, result, taken):
+    """Draws one tagged file to a PNG named after it (made unique within this run)."""
+    from samplecnn.analysis import plots
+    from samplecnn.audio import decode
+
+    stem = re.sub(r"[^\w.-]+", "_", result.path).strip("_") or "audio"
+    name, n = stem, 1
+    while name in taken:
+        n += 1
+        name = f"{stem}_{n}"
+    taken.add(name)
+    plots.plot_file(pathlib.Path(flag("plot")) / f"{name}.png", decode(source, tagger.sample_rate),
+                    tagger.sample_rate, result.predictions, tagger.classes, flag("top-k"), title=result.path)
 
 
 def print_result(tagger, result):
