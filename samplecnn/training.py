@@ -73,6 +73,7 @@ class TrainConfig:
     seed: int = 0
     strategy: str = "default"
     mixed_precision: bool = False
+    tensorboard_images: bool = False
 
 
 class TrainingDiverged(Exception):
@@ -301,7 +302,12 @@ def _train(run, verbose):
     train_data = pipeline.segment_dataset(manifest, "train", global_batch, training=True,
                                           num_readers=config.num_readers, seed=config.seed, drop_remainder=True)
     val_data = pipeline.segment_dataset(manifest, "val", global_batch)
-    tensorboard = keras.callbacks.TensorBoard(str(run.path(TENSORBOARD)))
+    callbacks = [keras.callbacks.TensorBoard(str(run.path(TENSORBOARD)))]
+    if config.tensorboard_images:
+        from samplecnn.analysis.tensorboard import IMAGES, ValidationImages
+
+        callbacks.append(ValidationImages(val_data, spec.classes, spec.task == MULTILABEL,
+                                          run.path(TENSORBOARD) / IMAGES))
 
     while state.stage < config.num_stages:
         with strategy.scope():
@@ -316,7 +322,7 @@ def _train(run, verbose):
         remaining = config.max_epochs - state.stage_epochs
         if remaining > 0 and state.wait < config.patience:
             model.fit(train_data, steps_per_epoch=steps, epochs=state.epochs + remaining, initial_epoch=state.epochs,
-                      validation_data=val_data, callbacks=[monitor, tensorboard], shuffle=False,
+                      validation_data=val_data, callbacks=[monitor, *callbacks], shuffle=False,
                       verbose=progress_verbosity() if verbose is None else verbose)
         if monitor.diverged:
             kept = (f"the best checkpoint so far is kept in {run.path(BEST)}" if run.path(BEST).exists()

@@ -45,7 +45,7 @@ def _plain(value):
     return value
 
 
-def _png(figure):
+def png_bytes(figure):
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
     return buffer.getvalue()
@@ -76,7 +76,7 @@ def make_report(run_dir, out_dir=None, analysis=False):
         numbers[section.name] = _plain(drawn.data)
         image = ""
         if drawn.figure is not None:
-            png = _png(drawn.figure)
+            png = png_bytes(drawn.figure)
             path = out_dir / f"{section.name}.png"
             path.write_bytes(png)
             pictures.append(path)

@@ -199,48 +199,50 @@ def cluster_order(matrix):
 CONFUSED_PAIRS = 10
 
 
-@register_section("confusion", "Confusion matrix (rows: true class, normalised)",
-                  applies=lambda run: not run.multilabel and has_data(run))
-def confusion(run):
-    labels, scores = run.predictions
-    truth, guess = labels.argmax(axis=1), scores.argmax(axis=1)
-    counts = skm.confusion_matrix(truth, guess, labels=range(len(run.classes)))
+def draw_confusion(counts, classes):
+    """A confusion matrix normalised per true class, classes ordered so confusions cluster.
+
+    Returns (figure, its numbers)."""
     normalised = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     off = normalised.copy()
     np.fill_diagonal(off, 0)
     order = cluster_order(off)
-    pairs = sorted(((int(counts[i, j]), run.classes[i], run.classes[j]) for i in range(len(counts))
-                    for j in range(len(counts)) if i != j and counts[i, j]), reverse=True)[:CONFUSED_PAIRS]
-    data = {"classes": [run.classes[i] for i in order], "counts": counts[np.ix_(order, order)],
-            "normalised": normalised[np.ix_(order, order)], "accuracy": float(np.trace(counts) / counts.sum()),
-            "confused_pairs": [{"true": t, "predicted": p, "clips": n} for n, t, p in pairs]}
-    size = min(4 + 0.25 * len(run.classes), 14)
+    data = {"classes": [classes[i] for i in order], "counts": counts[np.ix_(order, order)],
+            "normalised": normalised[np.ix_(order, order)], "accuracy": float(np.trace(counts) / max(counts.sum(), 1))}
+    size = min(4 + 0.25 * len(classes), 14)
     figure, axes = _figure(size, size)
     skm.ConfusionMatrixDisplay(data["normalised"], display_labels=data["classes"]).plot(
-        ax=axes, include_values=len(run.classes) <= 12, values_format=".2f", xticks_rotation="vertical",
+        ax=axes, include_values=len(classes) <= 12, values_format=".2f", xticks_rotation="vertical",
         colorbar=False, cmap="Blues")
+    return figure, data
+
+
+@register_section("confusion", "Confusion matrix (rows: true class, normalised)",
+                  applies=lambda run: not run.multilabel and has_data(run))
+def confusion(run):
+    labels, scores = run.predictions
+    counts = skm.confusion_matrix(labels.argmax(axis=1), scores.argmax(axis=1), labels=range(len(run.classes)))
+    figure, data = draw_confusion(counts, run.classes)
+    pairs = sorted(((int(counts[i, j]), run.classes[i], run.classes[j]) for i in range(len(counts))
+                    for j in range(len(counts)) if i != j and counts[i, j]), reverse=True)[:CONFUSED_PAIRS]
+    data["confused_pairs"] = [{"true": t, "predicted": p, "clips": n} for n, t, p in pairs]
     items = "".join(f"<li>{html.escape(p['true'])} &rarr; {html.escape(p['predicted'])}: {p['clips']} clip(s)</li>"
                     for p in data["confused_pairs"])
     return Drawn(data, figure, f"<p>Most confused pairs (true &rarr; predicted):</p><ol>{items or '<li>none</li>'}</ol>")
 
 
-def _class_aucs(run):
-    labels, scores = run.predictions
+def class_aucs(labels, scores, classes):
+    """(class, ROC-AUC, PR-AUC, index) of every class with positive and negative clips."""
     rows = []
-    for i, name in enumerate(run.classes):
+    for i, name in enumerate(classes):
         if 0 < labels[:, i].sum() < len(labels):
             rows.append((name, skm.roc_auc_score(labels[:, i], scores[:, i]),
                          skm.average_precision_score(labels[:, i], scores[:, i]), i))
     return rows
 
 
-def multilabel_with_data(run):
-    return run.multilabel and has_data(run)
-
-
-@register_section("auc_bars", "Per-class ROC-AUC and PR-AUC", applies=multilabel_with_data)
-def auc_bars(run):
-    rows = _class_aucs(run)
+def draw_auc_bars(rows):
+    """Per-class ROC-AUC and PR-AUC bars of ``class_aucs`` rows; returns (figure, its numbers)."""
     data = {"classes": [r[0] for r in rows], "roc_auc": [float(r[1]) for r in rows],
             "pr_auc": [float(r[2]) for r in rows]}
     figure, axes = _figure(max(6, 0.3 * len(rows)), 4)
@@ -250,13 +252,23 @@ def auc_bars(run):
     axes.set_xticks(positions, data["classes"], rotation=90)
     axes.set_ylim(0, 1)
     axes.legend()
+    return figure, data
+
+
+def multilabel_with_data(run):
+    return run.multilabel and has_data(run)
+
+
+@register_section("auc_bars", "Per-class ROC-AUC and PR-AUC", applies=multilabel_with_data)
+def auc_bars(run):
+    figure, data = draw_auc_bars(class_aucs(*run.predictions, run.classes))
     return Drawn(data, figure)
 
 
 @register_section("best_worst", "ROC and PR curves of the best and worst classes", applies=multilabel_with_data)
 def best_worst_curves(run):
     labels, scores = run.predictions
-    rows = sorted(_class_aucs(run), key=lambda r: r[1])
+    rows = sorted(class_aucs(labels, scores, run.classes), key=lambda r: r[1])
     picked = {"worst": rows[0], "best": rows[-1]} if rows else {}
     figure, (roc_axes, pr_axes) = _figure(10, 4, ncols=2)
     data = {}

@@ -28,11 +28,13 @@ flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
                   "tf.distribute strategy: mirrored = all local GPUs, multi_worker = hosts in TF_CONFIG.")
 flags.DEFINE_boolean("mixed-precision", False, "bfloat16 compute on CPU, float16 on GPU.")
+flags.DEFINE_boolean("tensorboard-images", False, "Draw the validation confusion matrix (single-label) or per-class "
+                     "AUC bars (multi-label) into TensorBoard after every epoch (one extra pass over val).")
 flags.DEFINE_string("resume", None, "Continue the interrupted run in this run directory.")
 
 OPTIONS = ("data-dir", "log-dir", "block", "amplifying-ratio", "multi", "batch-size", "momentum", "lr", "lr-decay",
            "dropout", "weight-decay", "num-stages", "patience", "num-readers", "max-epochs", "init-features", "seed",
-           "strategy", "mixed-precision")
+           "strategy", "mixed-precision", "tensorboard-images")
 
 
 def main(argv):
