@@ -114,8 +114,8 @@ def maximal_spectra(model, sample_rate, steps=20, n_fft=512, seed=0, step_size=0
     """Per block, the spectrum of the input that maximally activates each channel.
 
     Gradient ascent from random noise (the method of the SampleCNN papers): every
-    channel of a block gets its own input, all optimized in one batch. The input is as
-    long as the block's receptive field needs (at least ``3 ** 7`` samples). Returns one
+    channel of a block gets its own input, all optimized in one batch. The input is one
+    receptive field of the block long (at least ``3 ** 7`` samples). Returns one
     dict per block: ``block``, ``frequencies``, ``spectra`` (channels x bins, dB, rows
     sorted by peak frequency) and ``peaks`` (Hz).
     """
@@ -123,7 +123,7 @@ def maximal_spectra(model, sample_rate, steps=20, n_fft=512, seed=0, step_size=0
     results = []
     for depth, (name, output) in enumerate(block_outputs(model), start=1):
         channels = output.shape[-1]
-        length = max(MIN_ANALYSIS_SAMPLES, 3 ** (depth + 2))
+        length = max(MIN_ANALYSIS_SAMPLES, 3 ** (depth + 1))  # the block's receptive field
         probe = keras.Model(model.input, output)
         signal = tf.Variable(rng.normal(0, 0.1, (channels, length, 1)).astype(np.float32))
         select = tf.one_hot(tf.range(channels), channels)[:, tf.newaxis, :]
