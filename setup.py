@@ -25,7 +25,7 @@ setup(
         "ffmpeg-python",
         "absl-py",
     ],
-    extras_require={"test": ["pytest", "scipy"]},
+    extras_require={"test": ["pytest", "scipy"], "export": ["tf2onnx", "onnxruntime", "ai-edge-litert"]},
     entry_points={
         "console_scripts": [
             "samplecnn=samplecnn.cli:main",

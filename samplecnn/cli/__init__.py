@@ -25,7 +25,7 @@ def register_command(name, module):
     _COMMANDS[name] = module
 
 
-for _name in ("build", "train", "evaluate", "predict", "report"):
+for _name in ("build", "train", "evaluate", "predict", "report", "export"):
     register_command(_name, f"samplecnn.cli.{_name}")
 
 
