@@ -74,6 +74,52 @@ class TrainConfig:
     strategy: str = "default"
     mixed_precision: bool = False
 
+    def __post_init__(self):
+        check_values(self)
+
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def _number(low, high=math.inf, low_open=False, high_open=True, integer=False):
+    """A rule accepting finite numbers between ``low`` and ``high`` (NaN never passes)."""
+
+    def accepts(value):
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            return False
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        return above and below and math.isfinite(value)
+
+    return accepts
+
+
+VALUE_RULES = {
+    "lr": (_number(0, low_open=True), "a positive number"),
+    "lr_decay": (_number(0, low_open=True), "a positive number"),
+    "momentum": (_number(0, 1), "in [0, 1)"),
+    "dropout": (_number(0, 1), "in [0, 1)"),
+    "weight_decay": (_number(0), "zero or a positive number"),
+    "amplifying_ratio": (_number(0, low_open=True), "a positive number"),
+    "batch_size": (_number(1, integer=True), "a whole number >= 1"),
+    "num_stages": (_number(1, integer=True), "a whole number >= 1"),
+    "patience": (_number(0, integer=True), "a whole number >= 0"),
+    "num_readers": (_number(1, integer=True), "a whole number >= 1"),
+    "max_epochs": (_number(1, integer=True), "a whole number >= 1"),
+    "init_features": (_number(1, integer=True), "a whole number >= 1"),
+    "strategy": (lambda value: value in STRATEGIES, f"one of {', '.join(STRATEGIES)}"),
+}
+"""What no sane run uses is refused before anything is created: (accepts(value), what is expected)."""
+
+
+def check_values(config):
+    """Raises ValueError naming the first TrainConfig value outside its range (the one place
+    that checks them: train.py, the library and --resume all construct a TrainConfig)."""
+    for name, (accepts, expected) in VALUE_RULES.items():
+        value = getattr(config, name)
+        if not accepts(value):
+            raise ValueError(f"--{name.replace('_', '-')} must be {expected}, got {value!r}")
+
 
 class TrainingDiverged(Exception):
     """The training loss became NaN or infinite."""

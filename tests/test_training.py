@@ -223,3 +223,27 @@ def test_mixed_precision_flag_sets_a_bfloat16_policy_on_cpu():
     finally:
         training.set_precision(False)
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+@pytest.mark.parametrize("field, value", [("lr", -1.0), ("lr", 0.0), ("lr", math.nan), ("momentum", 1.0),
+                                          ("momentum", -0.1), ("dropout", 1.5), ("dropout", 1.0), ("lr_decay", 0.0),
+                                          ("lr_decay", -0.2), ("weight_decay", -1e-4), ("amplifying_ratio", 0.0),
+                                          ("batch_size", 0), ("patience", -1), ("strategy", "nosuch")])
+def test_values_no_sane_run_uses_are_refused(field, value):
+    with pytest.raises(ValueError, match=f"--{field.replace('_', '-')} must be"):
+        training.TrainConfig(dataset="scd", **{field: value})
+
+
+def test_sane_edge_values_are_accepted():
+    config = training.TrainConfig(dataset="scd", momentum=0.0, dropout=0.0, weight_decay=0.0, patience=0, lr=1e-6)
+    assert (config.momentum, config.dropout, config.patience) == (0.0, 0.0, 0)
+
+
+@pytest.mark.parametrize("flag, value", [("--lr", "-1"), ("--dropout", "1.5")])
+def test_cli_refuses_bad_values_before_creating_a_run_folder(tones, tmp_path, flag, value):
+    logs = tmp_path / "logs"
+    result = train_cli("tones", "--data-dir", tones, "--log-dir", logs, flag, value, *SMALL, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    expected = "must be in [0, 1), got 1.5" if flag == "--dropout" else "must be a positive number, got -1.0"
+    assert result.stderr.strip().splitlines()[-1] == f"error: {flag} {expected}"
+    assert not logs.exists()
