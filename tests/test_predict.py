@@ -137,3 +137,11 @@ def test_checkpoint_without_its_config_is_a_clear_error(trained, tmp_path):
     lonely = shutil.copy(final, tmp_path / final.name)
     result = run_script("predict.py", lonely, tmp_path)
     assert result.returncode == 2 and "config.json not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_output_and_embeddings_naming_one_file_are_refused(trained, held_back, tmp_path):
+    (tmp_path / "sub").mkdir()
+    result = run_script("predict.py", trained[0], sorted(held_back)[0], "--output", "out.csv", "--embeddings",
+                        "sub/../out.csv", cwd=tmp_path)
+    assert result.returncode == 2 and "--output and --embeddings name the same file" in result.stderr
+    assert not (tmp_path / "out.csv").exists()
