@@ -247,3 +247,12 @@ def test_cli_refuses_bad_values_before_creating_a_run_folder(tones, tmp_path, fl
     expected = "must be in [0, 1), got 1.5" if flag == "--dropout" else "must be a positive number, got -1.0"
     assert result.stderr.strip().splitlines()[-1] == f"error: {flag} {expected}"
     assert not logs.exists()
+
+
+def test_multiclass_macro_f1_averages_every_class_like_the_table():
+    truth = np.array([0, 1, 0, 1, 1])  # class "z" is neither in the labels nor predicted
+    scores = np.array([[0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.4, 0.5, 0.1], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1]])
+    results = metrics.evaluate_scores(np.eye(3, dtype=int)[truth], scores, ["x", "y", "z"], "multiclass")
+    per_class = [row["f1"] for row in results["per_class"]]
+    assert per_class[2] == 0.0
+    assert results["f1"] == pytest.approx(np.mean(per_class)) == pytest.approx((2 / 3 + 6 / 7 + 0) / 3)
