@@ -352,3 +352,20 @@ def test_interrupted_mid_shard_resumes_to_identical_shards(tmp_path, scd_build):
     for split in ("train", "val", "test"):
         for shard in reference["splits"][split]["shards"]:
             assert (tmp_path / "b" / shard).read_bytes() == (tmp_path / "a" / shard).read_bytes()
+
+
+def test_csv_listing_a_file_twice(tmp_path):
+    for i in range(10):
+        rawdata.write_wav(tmp_path / "audio" / f"{i}.wav", rawdata.tone(1.0, 22050, 300 + 50 * (i % 2)), 22050)
+    rows = ["path,labels"] + [f"audio/{i}.wav,{'cat' if i % 2 else 'dog'}" for i in range(10)]
+    (tmp_path / "same.csv").write_text("\n".join(rows + ["./audio/1.wav,cat", "audio/../audio/2.wav,dog"]) + "\n")
+    index = build.load_index("csv", tmp_path / "same.csv", name="pets")
+    assert len(index.clips) == 10
+    assert index.notes == ["same.csv lists 2 file(s) more than once with the same labels; each is used once "
+                           "(lines 3 and 12: ./audio/1.wav; lines 4 and 13: audio/../audio/2.wav)"]
+    (tmp_path / "clash.csv").write_text("\n".join(rows + ["./audio/3.wav,dog"]) + "\n")
+    with pytest.raises(LayoutError, match=r"lines 5 and 12 list './audio/3.wav' with different labels "
+                                          r"\('cat' and 'dog'\)"):
+        build.load_index("csv", tmp_path / "clash.csv", name="pets")
+    result = run_cli("csv", "--csv", tmp_path / "clash.csv", "--name", "pets", cwd=tmp_path)
+    assert result.returncode == 2 and "different labels" in result.stderr and not (tmp_path / "data").exists()
