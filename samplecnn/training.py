@@ -191,10 +191,16 @@ def compile_model(model, config, stage, task):
 
 
 def save_atomic(model, path):
-    """Saves ``model`` under a temporary name with the same suffix, then renames it."""
+    """Saves ``model`` under a temporary name with the same suffix, then renames it.
+
+    An .h5 checkpoint is saved without the optimizer: Keras's legacy H5 writer deletes the
+    optimizer from the model's compile config while saving, after which every .keras save
+    (last.keras, which --resume needs) would hold no optimizer and loading it would fall
+    back to RMSprop at lr 0.001. Only last.keras needs the optimizer state.
+    """
     path = pathlib.Path(path)
     tmp = path.with_name(f"tmp-{os.getpid()}-{path.name}")
-    model.save(tmp)
+    model.save(tmp, **({"include_optimizer": False} if path.suffix == ".h5" else {}))
     os.replace(tmp, path)
 
 

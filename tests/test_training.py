@@ -131,6 +131,11 @@ def test_resume_after_kill_finishes_the_run(tones, tmp_path):
     rows = read_csv(run_dir / "log.csv")
     assert [int(r["epoch"]) for r in rows] == list(range(1, 7))
     assert [int(r["stage"]) for r in rows] == [0, 0, 0, 1, 1, 1]
+    # The epoch after the kill went on with the same SGD, learning rate and step count.
+    for stage in (rows[:3], rows[3:]):
+        lr_now = [float(r["lr_now"]) for r in stage]
+        assert lr_now == sorted(lr_now, reverse=True) and len(set(lr_now)) == 3
+        assert all(value == pytest.approx(float(stage[0]["lr"]), rel=1e-3) for value in lr_now)
     assert len(list(run_dir.glob("final-*.h5"))) == 1 and (run_dir / "results.json").exists()
     again = train_cli("--resume", str(run_dir), cwd=tones)  # a finished run stays finished
     assert again.returncode == 0 and len(read_csv(run_dir / "log.csv")) == 6
@@ -256,3 +261,27 @@ def test_multiclass_macro_f1_averages_every_class_like_the_table():
     per_class = [row["f1"] for row in results["per_class"]]
     assert per_class[2] == 0.0
     assert results["f1"] == pytest.approx(np.mean(per_class)) == pytest.approx((2 / 3 + 6 / 7 + 0) / 3)
+
+
+def test_last_checkpoint_keeps_the_optimizer_state_after_a_best_checkpoint(tmp_path):
+    """What --resume loads mid-stage: the same optimizer class, learning rate schedule, step
+    count, momentum and every slot variable as the model that was training."""
+    config = training.TrainConfig(dataset="x", lr=0.05, momentum=0.8, patience=5)
+    model = build_samplecnn(ModelConfig(num_blocks=3, init_features=4, num_classes=3, activation="softmax"))
+    training.compile_model(model, config, stage=1, task="multiclass")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(12, 81, 1)).astype("float32"), np.eye(3)[rng.integers(0, 3, 12)]
+    monitor = training.StageMonitor(training.Run(tmp_path), training.RunState(), config)
+    model.fit(x, y, batch_size=4, epochs=2, validation_data=(x, y), callbacks=[monitor], verbose=0)
+    assert (tmp_path / "best.h5").exists()  # saved before last.keras in every improving epoch
+    loaded = keras.models.load_model(tmp_path / "last.keras")
+    optimizer = loaded.optimizer
+    assert type(optimizer) is keras.optimizers.SGD and optimizer.nesterov and optimizer.momentum == pytest.approx(0.8)
+    assert int(optimizer.iterations) == 6 == int(model.optimizer.iterations)
+    assert float(optimizer.learning_rate) == pytest.approx(0.05 * 0.2 / (1 + training.STEP_DECAY * 6), rel=1e-6)
+    saved = {v.path: v.numpy() for v in model.optimizer.variables}
+    restored = {v.path: v.numpy() for v in optimizer.variables}
+    assert saved.keys() == restored.keys() and len(saved) > 1
+    for name, value in saved.items():
+        np.testing.assert_array_equal(restored[name], value, err_msg=name)
+    assert any(np.abs(value).sum() > 0 for name, value in saved.items() if "momentum" in name)
