@@ -2,11 +2,11 @@
 
 Decoding stays in-process with libsndfile (wav, flac, ogg, mp3) and soxr resampling, the
 fastest path measured (bench/README.md); other formats (m4a, aac, webm, ...) go through
-one ffmpeg process per file.
+ffmpeg (ffmpeg-python). Either way every channel is decoded and mixed down the same way.
 """
 import pathlib
-import subprocess
 
+import ffmpeg
 import numpy as np
 import soundfile
 import soxr
@@ -54,20 +54,27 @@ def conform(audio, source_rate, sample_rate):
 
 
 def _decode_with_ffmpeg(path, sample_rate):
-    command = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-vn", "-ac", "1",
-               "-ar", str(sample_rate), "-f", "f32le", "-"]
+    """Every channel of the first audio stream at its own rate, through ffmpeg, then the same
+    downmix (channel mean) and resampler as libsndfile's formats: ffmpeg's own ``-ac 1``
+    would mix stereo as (L + R) / sqrt(2), 3 dB louder than (L + R) / 2."""
     try:
-        result = subprocess.run(command, capture_output=True, check=False)
+        streams = ffmpeg.probe(str(path), select_streams="a:0")["streams"]
+        if not streams:
+            raise AudioDecodeError(f"cannot decode {path}: no audio stream")
+        channels, source_rate = int(streams[0]["channels"]), int(streams[0]["sample_rate"])
+        stdout, _ = (ffmpeg.input(str(path)).output("pipe:", map="0:a:0", format="f32le", ac=channels, ar=source_rate)
+                     .global_args("-nostdin", "-v", "error").run(capture_stdout=True, capture_stderr=True))
     except FileNotFoundError:
         raise AudioDecodeError(
             f"cannot decode {path}: libsndfile does not read this format and ffmpeg is not "
             "installed (apt-get install ffmpeg)") from None
-    audio = np.frombuffer(result.stdout, dtype="<f4")
-    if result.returncode != 0 or audio.size == 0:
-        reason = result.stderr.decode(errors="replace").strip().splitlines()
-        reason = reason[-1] if reason else "no audio stream"
-        raise AudioDecodeError(f"cannot decode {path}: {reason}")
-    return audio.astype(np.float32)
+    except ffmpeg.Error as error:
+        reason = (error.stderr or b"").decode(errors="replace").strip().splitlines()
+        raise AudioDecodeError(f"cannot decode {path}: {reason[-1] if reason else 'no audio stream'}") from None
+    audio = np.frombuffer(stdout, dtype="<f4")
+    if audio.size == 0:
+        raise AudioDecodeError(f"cannot decode {path}: no audio samples")
+    return conform(audio[: audio.size - audio.size % channels].reshape(-1, channels), source_rate, sample_rate)
 
 
 def loop_pad(audio, length):

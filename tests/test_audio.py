@@ -1,0 +1,35 @@
+"""Decoding: every container gives the same samples, broken and too-short files are refused."""
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile
+
+import rawdata
+from samplecnn import audio
+
+
+def int16(signal):
+    return (np.clip(signal, -1, 1) * 32767).astype("<i2")
+
+
+def write_stereo(path, stereo, sample_rate, codec_args=()):
+    """Writes a (frames, 2) signal through ffmpeg in the container of ``path``'s suffix."""
+    pcm = int16(stereo).tobytes()
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "s16le", "-ar", str(sample_rate), "-ac", "2",
+                    "-i", "-", *codec_args, str(path)], input=pcm, check=True)
+    return path
+
+
+def test_stereo_mixes_down_alike_in_every_container(tmp_path):
+    left = rawdata.tone(1.0, 44100, 440.0, amplitude=0.9)
+    stereo = np.stack([left, 0.8 * left], axis=1)  # mean: 0.9 * 0.9 = 0.81 peak; (L + R) / sqrt(2): 1.15
+    soundfile.write(tmp_path / "a.wav", int16(stereo), 44100)
+    reference = audio.decode(tmp_path / "a.wav", 22050)
+    lossless = audio.decode(write_stereo(tmp_path / "a.mka", stereo, 44100, ["-c:a", "pcm_s16le"]), 22050)
+    np.testing.assert_allclose(lossless, reference, atol=1e-6)
+    for suffix in (".m4a", ".webm"):
+        decoded = audio.decode(write_stereo(tmp_path / f"a{suffix}", stereo, 44100), 22050)
+        rms_ratio = np.sqrt(np.mean(decoded ** 2) / np.mean(reference ** 2))
+        assert rms_ratio == pytest.approx(1.0, abs=0.03), suffix  # ffmpeg's -ac 1 gave 1.41 (+3 dB)
+        assert np.abs(decoded).max() < 1.0, suffix  # -ac 1: above 1.1
