@@ -409,7 +409,8 @@ def evaluate(model, manifest):
 
 
 def check_compatible(run_config, manifest):
-    """Raises ValueError when a model cannot be evaluated on a data set."""
+    """Raises ValueError when a model cannot be evaluated on a data set; returns warnings
+    about differences that leave the scores meaningful but worth knowing."""
     if list(run_config["classes"]) != list(manifest["classes"]):
         raise ValueError(f"the model was trained on {len(run_config['classes'])} classes of "
                          f"{run_config['train']['dataset']} but {manifest['dir']} has {len(manifest['classes'])} "
@@ -417,3 +418,22 @@ def check_compatible(run_config, manifest):
     if run_config["spec"]["segment_samples"] != manifest["spec"]["segment_samples"]:
         raise ValueError(f"the model takes segments of {run_config['spec']['segment_samples']} samples but "
                          f"{manifest['dir']} holds segments of {manifest['spec']['segment_samples']}")
+    if run_config["spec"]["sample_rate"] != manifest["spec"]["sample_rate"]:
+        raise ValueError(f"the model was trained on audio at {run_config['spec']['sample_rate']} Hz but {manifest['dir']} "
+                         f"holds audio at {manifest['spec']['sample_rate']} Hz; build the data set at the model's rate "
+                         f"(--sample-rate {run_config['spec']['sample_rate']})")
+    warnings = []
+    if run_config["sample_dtype"] != manifest["sample_dtype"]:
+        warnings.append(f"{manifest['dir']} stores {manifest['sample_dtype']} samples, the model's training data "
+                        f"{run_config['sample_dtype']}: scores can differ slightly")
+    if not all(math.isclose(run_config[key], manifest[key], rel_tol=1e-6) for key in ("mean", "std")):
+        warnings.append(f"{manifest['dir']} has mean {manifest['mean']:.6g} and std {manifest['std']:.6g}, the model's "
+                        f"training data {run_config['mean']:.6g} and {run_config['std']:.6g}: its audio differs from "
+                        "the training data; inputs are standardized with the model's statistics, as in training")
+    return warnings
+
+
+def with_run_statistics(manifest, run_config):
+    """The manifest with the run's training mean/std, which the model's inputs must be
+    standardized with whatever data it is evaluated on (as the Tagger does)."""
+    return {**manifest, "mean": run_config["mean"], "std": run_config["std"]}

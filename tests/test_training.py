@@ -285,3 +285,19 @@ def test_last_checkpoint_keeps_the_optimizer_state_after_a_best_checkpoint(tmp_p
     for name, value in saved.items():
         np.testing.assert_array_equal(restored[name], value, err_msg=name)
     assert any(np.abs(value).sum() > 0 for name, value in saved.items() if "momentum" in name)
+
+
+def test_evaluate_checks_sample_rate_and_warns_about_dtype_and_statistics(trained, tones, tmp_path):
+    run_dir, _ = trained
+    build.build_dataset("folder", data_dir=tmp_path / "slow", raw_dir=tones / "raw", name="tones", workers=1,
+                        sample_rate=8000, clip_seconds=3.0, val_fraction=0.2, test_fraction=0.2)
+    proc = run_script("evaluate.py", run_dir, "--data-dir", tmp_path / "slow")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "trained on audio at 22050 Hz but" in proc.stderr and "holds audio at 8000 Hz" in proc.stderr
+    build.build_dataset("folder", data_dir=tmp_path / "other", raw_dir=tones / "raw", name="tones", workers=1,
+                        sample_dtype="float32", seed=5, val_fraction=0.2, test_fraction=0.2)
+    proc = run_script("evaluate.py", run_dir, "--data-dir", tmp_path / "other")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2 and "float32 samples" in warnings[0] and "inputs are standardized with the model" \
+        in warnings[1]
