@@ -2,11 +2,12 @@
 
 Decoding stays in-process with libsndfile (wav, flac, ogg, mp3) and soxr resampling, the
 fastest path measured (bench/README.md); other formats (m4a, aac, webm, ...) go through
-one ffmpeg process per file.
+ffmpeg (ffmpeg-python). Either way every channel is decoded and mixed down the same way.
 """
 import pathlib
-import subprocess
+import struct
 
+import ffmpeg
 import numpy as np
 import soundfile
 import soxr
@@ -37,10 +38,62 @@ def decode(path, sample_rate):
     try:
         audio, source_rate = soundfile.read(path, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
-        return _decode_with_ffmpeg(path, sample_rate)
+        audio, source_rate = _decode_with_ffmpeg(path)
     if audio.size == 0:
         raise AudioDecodeError(f"no audio samples in {path}")
+    check_complete(path, len(audio))
     return conform(audio, source_rate, sample_rate)
+
+
+def check_complete(path, frames):
+    """Raises AudioDecodeError when the file holds fewer frames than its header states
+    (a truncated download or copy); decoders silently return what is there."""
+    stated = stated_frames(path)
+    if stated is not None and frames < stated:
+        raise AudioDecodeError(f"truncated file: its header states {stated} frames but it holds {frames} "
+                               f"({100 * frames / stated:.0f}%): {path}")
+
+
+def stated_frames(path):
+    """The frame count that a WAV, AIFF or FLAC header states, or None (other formats, or a
+    header that leaves the length open, as streamed WAVs do)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if head[:4] == b"fLaC":
+            return _flac_frames(f, head[4:])
+        if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+            return _wav_frames(f)
+        if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+            comm = next((payload for name, _, payload in _chunks(f, ">I") if name == b"COMM"), b"")
+            return struct.unpack(">hI", comm[:6])[1] if len(comm) >= 6 else None
+    return None
+
+
+def _chunks(f, size_format):
+    """(name, declared size, first 64 bytes) of each chunk of a RIFF/IFF file from here on."""
+    while len(header := f.read(8)) == 8:
+        size = struct.unpack(size_format, header[4:])[0]
+        payload = f.read(min(size, 64))
+        yield header[:4], size, payload
+        f.seek(size + size % 2 - len(payload), 1)
+
+
+def _wav_frames(f):
+    block_align = 0
+    for name, size, payload in _chunks(f, "<I"):
+        if name == b"fmt " and len(payload) >= 16:
+            block_align = struct.unpack("<H", payload[12:14])[0]
+        elif name == b"data":
+            return size // block_align if block_align and size not in (0, 0xFFFFFFFF) else None
+    return None
+
+
+def _flac_frames(f, rest):
+    block = rest + f.read(38 - len(rest))  # metadata block header (4 bytes) + STREAMINFO (34)
+    if len(block) < 38 or block[0] & 0x7F != 0:
+        return None
+    total = int.from_bytes(block[14:22], "big") & (2 ** 36 - 1)
+    return total or None
 
 
 def conform(audio, source_rate, sample_rate):
@@ -53,21 +106,26 @@ def conform(audio, source_rate, sample_rate):
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
-def _decode_with_ffmpeg(path, sample_rate):
-    command = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-vn", "-ac", "1",
-               "-ar", str(sample_rate), "-f", "f32le", "-"]
+def _decode_with_ffmpeg(path):
+    """(frames x channels, source rate) of the first audio stream, through ffmpeg, for the
+    same downmix (channel mean) and resampler as libsndfile's formats: ffmpeg's own ``-ac 1``
+    would mix stereo as (L + R) / sqrt(2), 3 dB louder than (L + R) / 2."""
     try:
-        result = subprocess.run(command, capture_output=True, check=False)
+        streams = ffmpeg.probe(str(path), select_streams="a:0")["streams"]
+        if not streams:
+            raise AudioDecodeError(f"cannot decode {path}: no audio stream")
+        channels, source_rate = int(streams[0]["channels"]), int(streams[0]["sample_rate"])
+        stdout, _ = (ffmpeg.input(str(path)).output("pipe:", map="0:a:0", format="f32le", ac=channels, ar=source_rate)
+                     .global_args("-nostdin", "-v", "error").run(capture_stdout=True, capture_stderr=True))
     except FileNotFoundError:
         raise AudioDecodeError(
             f"cannot decode {path}: libsndfile does not read this format and ffmpeg is not "
             "installed (apt-get install ffmpeg)") from None
-    audio = np.frombuffer(result.stdout, dtype="<f4")
-    if result.returncode != 0 or audio.size == 0:
-        reason = result.stderr.decode(errors="replace").strip().splitlines()
-        reason = reason[-1] if reason else "no audio stream"
-        raise AudioDecodeError(f"cannot decode {path}: {reason}")
-    return audio.astype(np.float32)
+    except ffmpeg.Error as error:
+        reason = (error.stderr or b"").decode(errors="replace").strip().splitlines()
+        raise AudioDecodeError(f"cannot decode {path}: {reason[-1] if reason else 'no audio stream'}") from None
+    audio = np.frombuffer(stdout, dtype="<f4")
+    return audio[: audio.size - audio.size % channels].reshape(-1, channels), source_rate
 
 
 def loop_pad(audio, length):
@@ -83,11 +141,15 @@ def segment(audio, segment_samples, num_segments):
     return audio[: segment_samples * num_segments].reshape(num_segments, segment_samples)
 
 
-def load_clip(path, sample_rate, clip_samples, segment_samples, num_segments):
+def load_clip(path, sample_rate, clip_samples, segment_samples, num_segments, min_samples=1):
     """Decodes ``path`` and returns a (num_segments, segment_samples) array of one clip.
 
     The clip is looped or cut to ``clip_samples`` first, so every clip is segmented the
-    same way whatever its length.
+    same way whatever its length. Audio shorter than ``min_samples`` raises
+    AudioDecodeError: looping a few samples into a clip would make a constant, not a sound.
     """
-    audio = loop_pad(decode(path, sample_rate), clip_samples)
-    return segment(audio, segment_samples, num_segments)
+    audio = decode(path, sample_rate)
+    if audio.size < min_samples:
+        raise AudioDecodeError(f"too short: {audio.size / sample_rate:.3f} s, the minimum is "
+                               f"{min_samples / sample_rate:.3f} s (--min-seconds): {path}")
+    return segment(loop_pad(audio, clip_samples), segment_samples, num_segments)

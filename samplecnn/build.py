@@ -34,6 +34,8 @@ VERSION = "0.1.0"
 
 
 CHUNKS_PER_SHARD = 10
+MIN_CLIP_FRACTION = 10
+"""By default a clip shorter than a tenth of the clip length is skipped, not looped."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,7 @@ class AudioFormat:
     segment_samples: int
     segments_per_clip: int
     sample_dtype: str
+    min_samples: int = 1
 
 
 @dataclasses.dataclass
@@ -102,7 +105,7 @@ def encode_chunk(task):
     for clip_id, path, label in task.clips:
         try:
             segs = audio.load_clip(path, fmt.sample_rate, fmt.clip_samples, fmt.segment_samples,
-                                   fmt.segments_per_clip)
+                                   fmt.segments_per_clip, fmt.min_samples)
         except Exception as error:  # one bad file must never stop the build
             failures.append({"path": path, "split": task.split, "error": str(error) or repr(error)})
             continue
@@ -152,11 +155,21 @@ class ShardAssembler:
         self.writer.__exit__(KeyboardInterrupt, None, None)
 
 
-def plan_shards(index, out_dir, sample_dtype, seed):
+def min_clip_samples(spec, min_seconds=None):
+    """Samples below which a clip is skipped: ``min_seconds``, by default a tenth of the clip."""
+    if min_seconds is None:
+        return max(1, spec.clip_samples // MIN_CLIP_FRACTION)
+    if not 0 <= min_seconds <= spec.clip_seconds:
+        raise ValueError(f"--min-seconds must be between 0 and the clip length ({spec.clip_seconds} s), "
+                         f"got {min_seconds}")
+    return max(1, int(round(min_seconds * spec.sample_rate)))
+
+
+def plan_shards(index, out_dir, sample_dtype, seed, min_samples=1):
     """The Shards of every split: train clips shuffled (seeded) so shards mix classes."""
     spec = index.spec
     fmt = AudioFormat(spec.sample_rate, spec.clip_samples, spec.segment_samples, spec.segments_per_clip,
-                      sample_dtype)
+                      sample_dtype, min_samples)
     class_index = {c: i for i, c in enumerate(spec.classes)}
     chunk_size = math.ceil(spec.clips_per_shard / CHUNKS_PER_SHARD)
     state = out_dir / STATE_DIR
@@ -185,7 +198,7 @@ def fingerprint(shards, spec):
     """Hash of everything that determines the shards' bytes."""
     digest = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode())
     for shard in shards:
-        digest.update(json.dumps([shard.path, shard.clips, shard.chunks[0].format.sample_dtype]).encode())
+        digest.update(json.dumps([shard.path, shard.clips, dataclasses.asdict(shard.chunks[0].format)]).encode())
     return digest.hexdigest()
 
 
@@ -245,11 +258,15 @@ def run_tasks(tasks, workers, on_done):
 
 
 def build_from_index(index, out_dir, dataset, workers=None, sample_dtype="int16", overwrite=False, seed=0,
-                     progress=None, options=None):
-    """Writes the shards and manifest of ``index`` to ``out_dir``; returns the manifest."""
+                     progress=None, options=None, min_seconds=None):
+    """Writes the shards and manifest of ``index`` to ``out_dir``; returns the manifest.
+
+    Clips shorter than ``min_seconds`` (default: a tenth of the clip length) are skipped
+    and listed as failures."""
     out_dir = pathlib.Path(out_dir)
     records.to_pcm(np.zeros(1, np.float32), sample_dtype)  # validates sample_dtype early
-    shards = plan_shards(index, out_dir, sample_dtype, seed)
+    min_samples = min_clip_samples(index.spec, min_seconds)
+    shards = plan_shards(index, out_dir, sample_dtype, seed, min_samples)
     prepare_output(out_dir, fingerprint(shards, index.spec), overwrite)
     todo = [shard for shard in shards if not pathlib.Path(shard.sidecar).exists()]
     by_path = {shard.path: shard for shard in todo}
@@ -274,7 +291,8 @@ def build_from_index(index, out_dir, dataset, workers=None, sample_dtype="int16"
     finally:
         for assembler in open_shards.values():
             assembler.abandon()
-    manifest = assemble_manifest(index, shards, dataset, sample_dtype, seed, options or {})
+    options = {**(options or {}), "min_seconds": min_samples / index.spec.sample_rate}
+    manifest = assemble_manifest(index, shards, dataset, sample_dtype, seed, options)
     records.write_text_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
@@ -321,13 +339,14 @@ def load_index(dataset, raw_dir, seed=0, **custom_options):
 
 
 def build_dataset(dataset, data_dir="data", raw_dir=None, name=None, workers=None, sample_dtype="int16",
-                  overwrite=False, seed=0, progress=None, **custom_options):
+                  overwrite=False, seed=0, progress=None, min_seconds=None, **custom_options):
     """Builds ``data_dir/<name>/tfrecord`` from the raw files and returns the manifest.
 
     ``dataset`` is mtt, scd or dcs (raw files in ``data_dir/<dataset>/raw``), ``folder``
     (``raw_dir`` holds one sub-folder per class) or ``csv`` (``raw_dir`` is the CSV file);
     custom sets need ``name`` and accept sample_rate, clip_seconds, segment_samples,
-    val_fraction and test_fraction.
+    val_fraction and test_fraction. Clips shorter than ``min_seconds`` (default: a tenth of
+    the clip length) are skipped.
     """
     data_dir = pathlib.Path(data_dir)
     if dataset in ("folder", "csv"):
@@ -341,4 +360,5 @@ def build_dataset(dataset, data_dir="data", raw_dir=None, name=None, workers=Non
     index = load_index(dataset, raw_dir, seed=seed, **custom_options)
     options = {"raw_dir": str(raw_dir), **{k: v for k, v in custom_options.items() if k != "name"}}
     return build_from_index(index, data_dir / name / "tfrecord", name, workers=workers, sample_dtype=sample_dtype,
-                            overwrite=overwrite, seed=seed, progress=progress, options=options)
+                            overwrite=overwrite, seed=seed, progress=progress, options=options,
+                            min_seconds=min_seconds)

@@ -9,7 +9,7 @@ import time
 import keras
 import numpy as np
 
-from samplecnn.audio import AudioDecodeError, conform, decode, segment
+from samplecnn.audio import AudioDecodeError, conform, decode, loop_pad, segment
 from samplecnn.models import EMBEDDING_LAYER  # also registers the custom objects of saved models
 from samplecnn.training import BEST, CONFIG, Run
 
@@ -201,7 +201,8 @@ class Tagger:
 
     def windows(self, audio, window=None, hop=None):
         """(start, end, samples) of each window: every ``hop`` seconds (default: ``window``)
-        while a whole window fits, and at least one; the whole signal without ``window``."""
+        while a whole window fits, then one more for the tail, looped to a whole window like
+        a short file; at least one; the whole signal without ``window``."""
         if audio.size == 0:
             raise AudioDecodeError("no audio samples")
         duration = audio.size / self.sample_rate
@@ -210,8 +211,11 @@ class Tagger:
         if window <= 0 or (hop is not None and hop <= 0):
             raise ValueError("--window and --hop must be positive")
         size, step = int(round(window * self.sample_rate)), int(round((hop or window) * self.sample_rate))
-        starts = range(0, max(audio.size - size, 0) + 1, step)
-        return [(s / self.sample_rate, min(s + size, audio.size) / self.sample_rate, audio[s:s + size])
+        starts = list(range(0, max(audio.size - size, 0) + 1, step))
+        if starts[-1] + size < audio.size:
+            starts.append(starts[-1] + step)
+        return [(s / self.sample_rate, min(s + size, audio.size) / self.sample_rate,
+                 loop_pad(audio[s:s + size], size) if s and s + size > audio.size else audio[s:s + size])
                 for s in starts]
 
     def feature_model(self, layer=None):

@@ -22,7 +22,8 @@ def evaluate_scores(labels, scores, classes, task, threshold=0.5):
 
     Multi-label: macro ROC-AUC and PR-AUC, subset accuracy, sample-averaged F1 (the
     paper's code) and micro F1 (the DCASE 2017 Task 4 official score) at ``threshold``.
-    Multi-class: top-1 accuracy and macro F1. Classes without both positive and negative
+    Multi-class: top-1 accuracy and macro F1 over every class of ``classes`` (a class
+    neither in the labels nor predicted scores 0), the mean of the per-class table. Classes without both positive and negative
     test clips have no ROC-AUC/PR-AUC; they are left out of the macro averages with a
     warning instead of failing.
     """
@@ -56,7 +57,7 @@ def evaluate_scores(labels, scores, classes, task, threshold=0.5):
         else:
             truth, guess = labels.argmax(axis=1), scores.argmax(axis=1)
             accuracy = skm.accuracy_score(truth, guess)
-            f1 = skm.f1_score(truth, guess, average="macro", zero_division=0)
+            f1 = skm.f1_score(truth, guess, average="macro", labels=range(len(classes)), zero_division=0)
         f1_micro = skm.f1_score(labels, predicted, average="micro", zero_division=0)
     return {
         "roc_auc": float(np.mean(aucs)) if aucs else float("nan"),

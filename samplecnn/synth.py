@@ -1,6 +1,6 @@
 """A small Speech Commands v0.02 look-alike spoken by espeak-ng, in the real layout.
 
-  python -m samplecnn.synth OUT_DIR [--per-word 100] [--words yes,no] [--speakers 150] [--seed 0]
+  python -m samplecnn.synth OUT_DIR [--per-word 100] [--words yes,no] [--speakers 150] [--seed 0] [--overwrite]
 
 Writes ``OUT_DIR/<word>/<speaker>_nohash_<n>.wav`` (16 kHz, 16-bit mono, 1 s),
 ``validation_list.txt``, ``testing_list.txt`` and ``_background_noise_/``, exactly as the
@@ -33,6 +33,8 @@ VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f
             "klatt3", "klatt4", "adam", "alex", "andy", "annie", "aunty", "benjamin", "caleb", "david", "ed", "edward",
             "gene", "john", "linda", "max", "michel", "norbert", "paul", "rob", "robert", "steph", "travis", "zac")
 TEST_FRACTION = VAL_FRACTION = 0.1
+MARKER = ".samplecnn-synth"
+"""Marks a folder written by this module, which a later run may replace without --overwrite."""
 
 
 class SynthError(Exception):
@@ -102,8 +104,29 @@ def background_noise(out_dir, seed, seconds=10):
         soundfile.write(folder / name, np.clip(noise, -1, 1), SAMPLE_RATE, subtype="PCM_16")
 
 
-def generate(out_dir, per_word=100, words=WORDS, speakers=150, seed=0, workers=None, progress=None):
-    """Writes the data set to ``out_dir`` (replacing it); returns {split: clip count}.
+def prepare_folder(out_dir, overwrite=False):
+    """Makes ``out_dir`` an empty folder holding only the marker.
+
+    A non-empty folder is replaced only when it is an earlier output of this module (it
+    holds the marker, written first so that even an interrupted run is recognised) or
+    when ``overwrite`` is given: nothing else the user owns is deleted.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir} is a file, not a folder: choose a folder to write the data set to")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not (out_dir / MARKER).is_file() and not overwrite:
+            raise ValueError(f"{out_dir} is not empty and was not written by samplecnn.synth: choose an empty or new "
+                             "folder, or pass --overwrite to delete everything in it")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MARKER).write_text("Written by python -m samplecnn.synth, which replaces this folder when run again.\n")
+
+
+def generate(out_dir, per_word=100, words=WORDS, speakers=150, seed=0, workers=None, progress=None,
+             overwrite=False):
+    """Writes the data set to ``out_dir``; returns {split: clip count}.
+
+    ``out_dir`` must be new, empty or an earlier output of this function, unless ``overwrite``.
 
     Word w's clip i is spoken by speaker (i + w) modulo the speaker count, repeating
     a speaker (``_nohash_1``, ...) when ``per_word`` exceeds the number of speakers.
@@ -112,8 +135,7 @@ def generate(out_dir, per_word=100, words=WORDS, speakers=150, seed=0, workers=N
     if unknown:
         raise ValueError(f"not Speech Commands v0.02 words: {unknown}; choose from {', '.join(WORDS)}")
     out_dir = pathlib.Path(out_dir)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
+    prepare_folder(out_dir, overwrite)
     voices = make_speakers(speakers, seed)
     split_of = split_speakers(voices)
     jobs, lists = [], {"val": [], "test": []}
@@ -140,7 +162,10 @@ def generate(out_dir, per_word=100, words=WORDS, speakers=150, seed=0, workers=N
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out_dir", help="folder to write (e.g. data/demo/scd/raw); replaced if it exists")
+    parser.add_argument("out_dir", help="folder to write (e.g. data/demo/scd/raw); an earlier output is replaced, "
+                        "any other non-empty folder refused")
+    parser.add_argument("--overwrite", action="store_true", help="delete the contents of a non-empty OUT_DIR "
+                        "that is not an earlier output")
     parser.add_argument("--per-word", type=int, default=100, help="clips per word (default 100)")
     parser.add_argument("--words", default=",".join(WORDS), help="comma-separated subset of the 35 words")
     parser.add_argument("--speakers", type=int, default=150, help="distinct speakers (default 150)")
@@ -149,7 +174,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         counts = generate(args.out_dir, args.per_word, tuple(args.words.split(",")), args.speakers, args.seed,
-                          args.workers, progress=lambda d, n: print(f"\rclips {d}/{n}", end="", file=sys.stderr))
+                          args.workers, progress=lambda d, n: print(f"\rclips {d}/{n}", end="", file=sys.stderr),
+                          overwrite=args.overwrite)
     except (SynthError, ValueError) as error:
         print(f"\nerror: {error}", file=sys.stderr)
         return 2

@@ -75,6 +75,52 @@ class TrainConfig:
     mixed_precision: bool = False
     tensorboard_images: bool = False
 
+    def __post_init__(self):
+        check_values(self)
+
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def _number(low, high=math.inf, low_open=False, high_open=True, integer=False):
+    """A rule accepting finite numbers between ``low`` and ``high`` (NaN never passes)."""
+
+    def accepts(value):
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            return False
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        return above and below and math.isfinite(value)
+
+    return accepts
+
+
+VALUE_RULES = {
+    "lr": (_number(0, low_open=True), "a positive number"),
+    "lr_decay": (_number(0, low_open=True), "a positive number"),
+    "momentum": (_number(0, 1), "in [0, 1)"),
+    "dropout": (_number(0, 1), "in [0, 1)"),
+    "weight_decay": (_number(0), "zero or a positive number"),
+    "amplifying_ratio": (_number(0, low_open=True), "a positive number"),
+    "batch_size": (_number(1, integer=True), "a whole number >= 1"),
+    "num_stages": (_number(1, integer=True), "a whole number >= 1"),
+    "patience": (_number(0, integer=True), "a whole number >= 0"),
+    "num_readers": (_number(1, integer=True), "a whole number >= 1"),
+    "max_epochs": (_number(1, integer=True), "a whole number >= 1"),
+    "init_features": (_number(1, integer=True), "a whole number >= 1"),
+    "strategy": (lambda value: value in STRATEGIES, f"one of {', '.join(STRATEGIES)}"),
+}
+"""What no sane run uses is refused before anything is created: (accepts(value), what is expected)."""
+
+
+def check_values(config):
+    """Raises ValueError naming the first TrainConfig value outside its range (the one place
+    that checks them: train.py, the library and --resume all construct a TrainConfig)."""
+    for name, (accepts, expected) in VALUE_RULES.items():
+        value = getattr(config, name)
+        if not accepts(value):
+            raise ValueError(f"--{name.replace('_', '-')} must be {expected}, got {value!r}")
+
 
 class TrainingDiverged(Exception):
     """The training loss became NaN or infinite."""
@@ -146,10 +192,16 @@ def compile_model(model, config, stage, task):
 
 
 def save_atomic(model, path):
-    """Saves ``model`` under a temporary name with the same suffix, then renames it."""
+    """Saves ``model`` under a temporary name with the same suffix, then renames it.
+
+    An .h5 checkpoint is saved without the optimizer: Keras's legacy H5 writer deletes the
+    optimizer from the model's compile config while saving, after which every .keras save
+    (last.keras, which --resume needs) would hold no optimizer and loading it would fall
+    back to RMSprop at lr 0.001. Only last.keras needs the optimizer state.
+    """
     path = pathlib.Path(path)
     tmp = path.with_name(f"tmp-{os.getpid()}-{path.name}")
-    model.save(tmp)
+    model.save(tmp, **({"include_optimizer": False} if path.suffix == ".h5" else {}))
     os.replace(tmp, path)
 
 
@@ -363,7 +415,8 @@ def evaluate(model, manifest):
 
 
 def check_compatible(run_config, manifest):
-    """Raises ValueError when a model cannot be evaluated on a data set."""
+    """Raises ValueError when a model cannot be evaluated on a data set; returns warnings
+    about differences that leave the scores meaningful but worth knowing."""
     if list(run_config["classes"]) != list(manifest["classes"]):
         raise ValueError(f"the model was trained on {len(run_config['classes'])} classes of "
                          f"{run_config['train']['dataset']} but {manifest['dir']} has {len(manifest['classes'])} "
@@ -371,3 +424,22 @@ def check_compatible(run_config, manifest):
     if run_config["spec"]["segment_samples"] != manifest["spec"]["segment_samples"]:
         raise ValueError(f"the model takes segments of {run_config['spec']['segment_samples']} samples but "
                          f"{manifest['dir']} holds segments of {manifest['spec']['segment_samples']}")
+    if run_config["spec"]["sample_rate"] != manifest["spec"]["sample_rate"]:
+        raise ValueError(f"the model was trained on audio at {run_config['spec']['sample_rate']} Hz but {manifest['dir']} "
+                         f"holds audio at {manifest['spec']['sample_rate']} Hz; build the data set at the model's rate "
+                         f"(--sample-rate {run_config['spec']['sample_rate']})")
+    warnings = []
+    if run_config["sample_dtype"] != manifest["sample_dtype"]:
+        warnings.append(f"{manifest['dir']} stores {manifest['sample_dtype']} samples, the model's training data "
+                        f"{run_config['sample_dtype']}: scores can differ slightly")
+    if not all(math.isclose(run_config[key], manifest[key], rel_tol=1e-6) for key in ("mean", "std")):
+        warnings.append(f"{manifest['dir']} has mean {manifest['mean']:.6g} and std {manifest['std']:.6g}, the model's "
+                        f"training data {run_config['mean']:.6g} and {run_config['std']:.6g}: its audio differs from "
+                        "the training data; inputs are standardized with the model's statistics, as in training")
+    return warnings
+
+
+def with_run_statistics(manifest, run_config):
+    """The manifest with the run's training mean/std, which the model's inputs must be
+    standardized with whatever data it is evaluated on (as the Tagger does)."""
+    return {**manifest, "mean": run_config["mean"], "std": run_config["std"]}

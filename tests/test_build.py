@@ -166,7 +166,7 @@ def test_mtt_decoded_mp3_matches_ffmpeg_and_short_clip_loops(mtt_build):
     for r in split_records(data / "mtt" / "tfrecord", manifest, "train"):
         by_clip.setdefault(r["clip_id"].decode(), []).append(records.from_pcm(r["audio"], "int16"))
     path, _ = clips["2"]
-    reference = audio._decode_with_ffmpeg(path, 22050)[: 59049 * 10]
+    reference = audio.conform(*audio._decode_with_ffmpeg(path), 22050)[: 59049 * 10]
     stored = np.concatenate(by_clip["2"])
     # Different MP3 decoders and resamplers agree to well below the signal level.
     assert np.sqrt(np.mean((stored - reference) ** 2)) < 0.02
@@ -352,3 +352,47 @@ def test_interrupted_mid_shard_resumes_to_identical_shards(tmp_path, scd_build):
     for split in ("train", "val", "test"):
         for shard in reference["splits"][split]["shards"]:
             assert (tmp_path / "b" / shard).read_bytes() == (tmp_path / "a" / shard).read_bytes()
+
+
+def test_csv_listing_a_file_twice(tmp_path):
+    for i in range(10):
+        rawdata.write_wav(tmp_path / "audio" / f"{i}.wav", rawdata.tone(1.0, 22050, 300 + 50 * (i % 2)), 22050)
+    rows = ["path,labels"] + [f"audio/{i}.wav,{'cat' if i % 2 else 'dog'}" for i in range(10)]
+    (tmp_path / "same.csv").write_text("\n".join(rows + ["./audio/1.wav,cat", "audio/../audio/2.wav,dog"]) + "\n")
+    index = build.load_index("csv", tmp_path / "same.csv", name="pets")
+    assert len(index.clips) == 10
+    assert index.notes == ["same.csv lists 2 file(s) more than once with the same labels; each is used once "
+                           "(lines 3 and 12: ./audio/1.wav; lines 4 and 13: audio/../audio/2.wav)"]
+    (tmp_path / "clash.csv").write_text("\n".join(rows + ["./audio/3.wav,dog"]) + "\n")
+    with pytest.raises(LayoutError, match=r"lines 5 and 12 list './audio/3.wav' with different labels "
+                                          r"\('cat' and 'dog'\)"):
+        build.load_index("csv", tmp_path / "clash.csv", name="pets")
+    result = run_cli("csv", "--csv", tmp_path / "clash.csv", "--name", "pets", cwd=tmp_path)
+    assert result.returncode == 2 and "different labels" in result.stderr and not (tmp_path / "data").exists()
+
+
+def test_truncated_and_too_short_clips_are_skipped_with_the_reason(tmp_path):
+    rows = ["path,labels,split"]
+    for i in range(8):
+        path = rawdata.write_wav(tmp_path / "audio" / f"{i}.wav", rawdata.tone(1.0, 16000, 300 + 200 * (i % 2)), 16000)
+        rows.append(f"audio/{path.name},{'ab'[i % 2]},{['train', 'train', 'val', 'test'][i // 2]}")
+    whole = (tmp_path / "audio" / "6.wav").read_bytes()
+    (tmp_path / "audio" / "6.wav").write_bytes(whole[: len(whole) // 3])  # a test clip cut to a third
+    rawdata.write_wav(tmp_path / "audio" / "1.wav", np.full(1, 0.5, np.float32), 16000)  # one sample
+    rawdata.write_wav(tmp_path / "audio" / "2.wav", rawdata.tone(0.09, 16000, 300.0), 16000)  # under 0.1 s
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    manifest = build.build_dataset("csv", data_dir=tmp_path / "data", raw_dir=tmp_path / "labels.csv", name="ab",
+                                   workers=1)
+    reasons = {f["path"].rsplit("/", 1)[-1]: f["error"] for f in manifest["failures"]}
+    assert reasons.keys() == {"1.wav", "2.wav", "6.wav"}
+    assert reasons["6.wav"].startswith("truncated file: its header states 16000 frames")
+    assert reasons["1.wav"].startswith("too short: 0.000 s, the minimum is 0.100 s")
+    assert reasons["2.wav"].startswith("too short: 0.090 s")
+    assert [manifest["splits"][s]["clips"] for s in ("train", "val", "test")] == [2, 2, 1]
+    assert manifest["options"]["min_seconds"] == 0.1
+    manifest = build.build_dataset("csv", data_dir=tmp_path / "data", raw_dir=tmp_path / "labels.csv", name="ab",
+                                   workers=1, min_seconds=0.05, overwrite=True)
+    assert {f["path"].rsplit("/", 1)[-1] for f in manifest["failures"]} == {"1.wav", "6.wav"}
+    with pytest.raises(ValueError, match="--min-seconds must be between 0 and the clip length"):
+        build.build_dataset("csv", data_dir=tmp_path / "data", raw_dir=tmp_path / "labels.csv", name="ab",
+                            min_seconds=2.0)

@@ -82,6 +82,43 @@ def test_save_load_round_trip_without_custom_objects(tmp_path, suffix):
     np.testing.assert_array_equal(model.predict(x, verbose=0), loaded.predict(x, verbose=0))
 
 
+LOAD_IN_A_FRESH_PROCESS = """
+import sys
+{imports}
+print([keras.models.load_model(path).count_params() for path in sys.argv[1:]])
+"""
+
+
+@pytest.mark.parametrize("imports", ["import samplecnn\nimport keras",
+                                     "import samplecnn\nimport tensorflow as tf\nkeras = tf.keras"])
+def test_plain_load_model_works_once_samplecnn_is_imported(tmp_path, imports):
+    import subprocess
+    import sys
+
+    from scripts import ENV
+
+    model = samplecnn.build_model("scd", init_features=4)
+    paths = [tmp_path / "model.h5", tmp_path / "model.keras"]
+    for path in paths:
+        model.save(path)
+    result = subprocess.run([sys.executable, "-c", LOAD_IN_A_FRESH_PROCESS.format(imports=imports), *paths], env=ENV,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == str([model.count_params()] * 2)
+
+
+def test_data_tools_do_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    from scripts import ENV
+
+    code = ("import sys, samplecnn, samplecnn.build, samplecnn.synth; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow')))")
+    result = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr[-2000:]
+
+
 def test_block_registered_from_outside_builds_trains_and_saves(tmp_path):
     @register_block("test_double_conv")
     def double_conv(x, filters, config, name):

@@ -137,3 +137,28 @@ def test_checkpoint_without_its_config_is_a_clear_error(trained, tmp_path):
     lonely = shutil.copy(final, tmp_path / final.name)
     result = run_script("predict.py", lonely, tmp_path)
     assert result.returncode == 2 and "config.json not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_output_and_embeddings_naming_one_file_are_refused(trained, held_back, tmp_path):
+    (tmp_path / "sub").mkdir()
+    result = run_script("predict.py", trained[0], sorted(held_back)[0], "--output", "out.csv", "--embeddings",
+                        "sub/../out.csv", cwd=tmp_path)
+    assert result.returncode == 2 and "--output and --embeddings name the same file" in result.stderr
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_timeline_covers_the_tail_with_a_looped_last_window(tagger):
+    audio = np.concatenate([rawdata.tone(3.0, 22050, rawdata.class_frequency(0)),
+                            rawdata.tone(0.3, 22050, rawdata.class_frequency(8), seed=5)])
+    windows = tagger.timeline_array(audio, 22050, window=1.0)
+    assert [(w.start, w.end) for w in windows] == [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0), (3.0, pytest.approx(3.3))]
+    tail = tagger.predict_array(np.resize(audio[3 * 22050:], 22050), 22050)
+    np.testing.assert_allclose(windows[-1].scores, tail.scores, rtol=1e-5, atol=1e-6)
+    assert tagger.top(windows[-1].scores, 1)[0][0] == "class2"
+
+
+def test_cli_timeline_prints_the_real_duration(trained, tmp_path):
+    path = rawdata.write_wav(tmp_path / "long.wav", rawdata.tone(2.5, 22050, rawdata.class_frequency(4)), 22050)
+    result = run_script("predict.py", trained[0], path, "--window", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{path} (2.50 s;" in result.stdout and "[   2.00-   2.50 s]" in result.stdout

@@ -10,8 +10,8 @@ def test_layout_lists_speakers_and_audio(tmp_path):
     out = tmp_path / "raw"
     counts = synth.generate(out, per_word=20, words=("yes", "no", "marvin"), speakers=20, seed=3, workers=2)
     assert counts == {"val": 6, "test": 6, "train": 48}
-    assert sorted(p.name for p in out.iterdir()) == ["_background_noise_", "marvin", "no", "testing_list.txt",
-                                                      "validation_list.txt", "yes"]
+    assert sorted(p.name for p in out.iterdir()) == [synth.MARKER, "_background_noise_", "marvin", "no",
+                                                      "testing_list.txt", "validation_list.txt", "yes"]
     val = (out / "validation_list.txt").read_text().split()
     test = (out / "testing_list.txt").read_text().split()
     assert len(val) == 6 and len(test) == 6 and all((out / p).is_file() for p in val + test)
@@ -45,3 +45,26 @@ def test_unknown_words_are_refused(tmp_path):
 
     with pytest.raises(ValueError, match="not Speech Commands v0.02 words: \\['hello'\\]"):
         synth.generate(tmp_path, words=("yes", "hello"))
+
+
+def test_a_folder_it_did_not_write_is_never_deleted(tmp_path):
+    import subprocess
+    import sys
+
+    from scripts import ENV
+
+    mine = tmp_path / "mine"
+    (mine / "notes").mkdir(parents=True)
+    (mine / "notes" / "thesis.txt").write_text("years of work")
+    command = [sys.executable, "-m", "samplecnn.synth", str(mine), "--per-word", "2", "--words", "yes",
+               "--speakers", "2", "--workers", "1"]
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True)
+    assert result.returncode == 2 and "not written by samplecnn.synth" in result.stderr and "--overwrite" in result.stderr
+    assert (mine / "notes" / "thesis.txt").read_text() == "years of work" and len(list(mine.rglob("*"))) == 2
+    # An earlier output, even an interrupted one, is replaced without asking.
+    synth.generate(tmp_path / "out", per_word=2, words=("yes",), speakers=2, workers=1)
+    (tmp_path / "out" / "yes" / "stale.wav").write_bytes(b"")
+    synth.generate(tmp_path / "out", per_word=2, words=("no",), speakers=2, workers=1)
+    assert not (tmp_path / "out" / "yes").exists() and len(list((tmp_path / "out" / "no").glob("*.wav"))) == 2
+    result = subprocess.run(command + ["--overwrite"], env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0 and not (mine / "notes").exists() and (mine / "yes").is_dir()

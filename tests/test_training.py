@@ -131,6 +131,11 @@ def test_resume_after_kill_finishes_the_run(tones, tmp_path):
     rows = read_csv(run_dir / "log.csv")
     assert [int(r["epoch"]) for r in rows] == list(range(1, 7))
     assert [int(r["stage"]) for r in rows] == [0, 0, 0, 1, 1, 1]
+    # The epoch after the kill went on with the same SGD, learning rate and step count.
+    for stage in (rows[:3], rows[3:]):
+        lr_now = [float(r["lr_now"]) for r in stage]
+        assert lr_now == sorted(lr_now, reverse=True) and len(set(lr_now)) == 3
+        assert all(value == pytest.approx(float(stage[0]["lr"]), rel=1e-3) for value in lr_now)
     assert len(list(run_dir.glob("final-*.h5"))) == 1 and (run_dir / "results.json").exists()
     again = train_cli("--resume", str(run_dir), cwd=tones)  # a finished run stays finished
     assert again.returncode == 0 and len(read_csv(run_dir / "log.csv")) == 6
@@ -223,3 +228,76 @@ def test_mixed_precision_flag_sets_a_bfloat16_policy_on_cpu():
     finally:
         training.set_precision(False)
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+@pytest.mark.parametrize("field, value", [("lr", -1.0), ("lr", 0.0), ("lr", math.nan), ("momentum", 1.0),
+                                          ("momentum", -0.1), ("dropout", 1.5), ("dropout", 1.0), ("lr_decay", 0.0),
+                                          ("lr_decay", -0.2), ("weight_decay", -1e-4), ("amplifying_ratio", 0.0),
+                                          ("batch_size", 0), ("patience", -1), ("strategy", "nosuch")])
+def test_values_no_sane_run_uses_are_refused(field, value):
+    with pytest.raises(ValueError, match=f"--{field.replace('_', '-')} must be"):
+        training.TrainConfig(dataset="scd", **{field: value})
+
+
+def test_sane_edge_values_are_accepted():
+    config = training.TrainConfig(dataset="scd", momentum=0.0, dropout=0.0, weight_decay=0.0, patience=0, lr=1e-6)
+    assert (config.momentum, config.dropout, config.patience) == (0.0, 0.0, 0)
+
+
+@pytest.mark.parametrize("flag, value", [("--lr", "-1"), ("--dropout", "1.5")])
+def test_cli_refuses_bad_values_before_creating_a_run_folder(tones, tmp_path, flag, value):
+    logs = tmp_path / "logs"
+    result = train_cli("tones", "--data-dir", tones, "--log-dir", logs, flag, value, *SMALL, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    expected = "must be in [0, 1), got 1.5" if flag == "--dropout" else "must be a positive number, got -1.0"
+    assert result.stderr.strip().splitlines()[-1] == f"error: {flag} {expected}"
+    assert not logs.exists()
+
+
+def test_multiclass_macro_f1_averages_every_class_like_the_table():
+    truth = np.array([0, 1, 0, 1, 1])  # class "z" is neither in the labels nor predicted
+    scores = np.array([[0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.4, 0.5, 0.1], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1]])
+    results = metrics.evaluate_scores(np.eye(3, dtype=int)[truth], scores, ["x", "y", "z"], "multiclass")
+    per_class = [row["f1"] for row in results["per_class"]]
+    assert per_class[2] == 0.0
+    assert results["f1"] == pytest.approx(np.mean(per_class)) == pytest.approx((2 / 3 + 6 / 7 + 0) / 3)
+
+
+def test_last_checkpoint_keeps_the_optimizer_state_after_a_best_checkpoint(tmp_path):
+    """What --resume loads mid-stage: the same optimizer class, learning rate schedule, step
+    count, momentum and every slot variable as the model that was training."""
+    config = training.TrainConfig(dataset="x", lr=0.05, momentum=0.8, patience=5)
+    model = build_samplecnn(ModelConfig(num_blocks=3, init_features=4, num_classes=3, activation="softmax"))
+    training.compile_model(model, config, stage=1, task="multiclass")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(12, 81, 1)).astype("float32"), np.eye(3)[rng.integers(0, 3, 12)]
+    monitor = training.StageMonitor(training.Run(tmp_path), training.RunState(), config)
+    model.fit(x, y, batch_size=4, epochs=2, validation_data=(x, y), callbacks=[monitor], verbose=0)
+    assert (tmp_path / "best.h5").exists()  # saved before last.keras in every improving epoch
+    loaded = keras.models.load_model(tmp_path / "last.keras")
+    optimizer = loaded.optimizer
+    assert type(optimizer) is keras.optimizers.SGD and optimizer.nesterov and optimizer.momentum == pytest.approx(0.8)
+    assert int(optimizer.iterations) == 6 == int(model.optimizer.iterations)
+    assert float(optimizer.learning_rate) == pytest.approx(0.05 * 0.2 / (1 + training.STEP_DECAY * 6), rel=1e-6)
+    saved = {v.path: v.numpy() for v in model.optimizer.variables}
+    restored = {v.path: v.numpy() for v in optimizer.variables}
+    assert saved.keys() == restored.keys() and len(saved) > 1
+    for name, value in saved.items():
+        np.testing.assert_array_equal(restored[name], value, err_msg=name)
+    assert any(np.abs(value).sum() > 0 for name, value in saved.items() if "momentum" in name)
+
+
+def test_evaluate_checks_sample_rate_and_warns_about_dtype_and_statistics(trained, tones, tmp_path):
+    run_dir, _ = trained
+    build.build_dataset("folder", data_dir=tmp_path / "slow", raw_dir=tones / "raw", name="tones", workers=1,
+                        sample_rate=8000, clip_seconds=3.0, val_fraction=0.2, test_fraction=0.2)
+    proc = run_script("evaluate.py", run_dir, "--data-dir", tmp_path / "slow")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "trained on audio at 22050 Hz but" in proc.stderr and "holds audio at 8000 Hz" in proc.stderr
+    build.build_dataset("folder", data_dir=tmp_path / "other", raw_dir=tones / "raw", name="tones", workers=1,
+                        sample_dtype="float32", seed=5, val_fraction=0.2, test_fraction=0.2)
+    proc = run_script("evaluate.py", run_dir, "--data-dir", tmp_path / "other")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2 and "float32 samples" in warnings[0] and "inputs are standardized with the model" \
+        in warnings[1]

@@ -19,6 +19,8 @@ flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).", 
 flags.DEFINE_enum("sample-dtype", "int16", ["int16", "float32"], "How PCM samples are stored.")
 flags.DEFINE_boolean("overwrite", False, "Rebuild from scratch instead of resuming.")
 flags.DEFINE_integer("seed", 0, "Seed of the train shuffle and of generated splits.")
+flags.DEFINE_float("min-seconds", None, "Skip clips shorter than this instead of looping them (default: a tenth of "
+                   "the clip length).")
 flags.DEFINE_integer("sample-rate", None, "folder/csv: sample rate in Hz (default 22050).", lower_bound=1)
 flags.DEFINE_float("clip-seconds", None, "folder/csv: clip length; shorter clips are looped (default 1).")
 flags.DEFINE_integer("segment-samples", None, "folder/csv: samples per segment (default 22050).", lower_bound=81)
@@ -57,7 +59,8 @@ def main(argv):
     try:
         manifest = build_dataset(dataset, data_dir=flag("data-dir"), raw_dir=raw_dir, name=flag("name"),
                                  workers=flag("workers"), sample_dtype=flag("sample-dtype"),
-                                 overwrite=flag("overwrite"), seed=flag("seed"), progress=progress, **custom)
+                                 overwrite=flag("overwrite"), seed=flag("seed"), progress=progress,
+                                 min_seconds=flag("min-seconds"), **custom)
     except (LayoutError, ValueError) as error:
         raise UsageError(str(error)) from None
     return report(manifest)

@@ -3,6 +3,7 @@
   python evaluate.py log/<run>/final-auc_...h5 [--dataset NAME] [--data-dir ./data] [--output results.json]
 """
 import json
+import sys
 
 from absl import flags
 
@@ -26,10 +27,12 @@ def main(argv):
         else:
             directory = run_config["data"]
         manifest = pipeline.load_manifest(directory)
-        training.check_compatible(run_config, manifest)
+        warnings = training.check_compatible(run_config, manifest)
     except (FileNotFoundError, ValueError, pipeline.DataError) as error:
         raise UsageError(str(error)) from None
-    results = training.evaluate(model, manifest)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    results = training.evaluate(model, training.with_run_statistics(manifest, run_config))
     print(metrics.format_report(results))
     if flag("output"):
         with open(flag("output"), "w") as f:

@@ -41,6 +41,10 @@ def main(argv):
         unused = [f"--{name}" for name in ("layer", "label", "no-labels") if FLAGS[name].present]
         if unused:
             raise UsageError(f"{', '.join(unused)} only apply to embeddings: add --embeddings FILE.csv|arff|npy")
+    if flag("output") and flag("embeddings") and \
+            pathlib.Path(flag("output")).resolve() == pathlib.Path(flag("embeddings")).resolve():
+        raise UsageError(f"--output and --embeddings name the same file ({flag('output')}): one would overwrite "
+                         "the other; give them different names")
     try:
         if flag("output"):
             export.check_suffix(flag("output"), export.PREDICTION_FORMATS, "--output")

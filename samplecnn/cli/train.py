@@ -57,7 +57,10 @@ def main(argv):
             if flag("block") not in list_blocks():
                 raise UsageError(f"--block {flag('block')} is not registered; choose from {', '.join(list_blocks())}")
             values = {k.replace("-", "_"): flag(k) for k in OPTIONS}
-            config = training.TrainConfig(dataset=argv[1], name=argv[2] if len(argv) == 3 else None, **values)
+            try:
+                config = training.TrainConfig(dataset=argv[1], name=argv[2] if len(argv) == 3 else None, **values)
+            except ValueError as error:
+                raise UsageError(str(error)) from None
             run_dir, results = training.train(config)
     except (DataError, FileNotFoundError, training.TrainingDiverged) as error:
         raise UsageError(str(error)) from None

@@ -1,6 +1,7 @@
 """Custom data sets: a folder of class sub-folders, or a CSV of ``path,labels[,split]``."""
 import collections
 import math
+import os
 import pathlib
 import random
 
@@ -96,13 +97,17 @@ def index_csv(csv_path, name, seed=0, val_fraction=DEFAULTS["val_fraction"],
     bad = sorted(set(table["split"]) - set(SPLITS) - {""})
     if bad:
         raise LayoutError(f"{csv_path}: split must be one of {', '.join(SPLITS)} or empty, found {bad}")
-    items, fixed = {}, {}
-    for row in table.itertuples(index=False):
+    items, fixed, line_of, repeated = {}, {}, {}, []
+    for line, row in enumerate(table.itertuples(index=False), start=2):
         labels = tuple(sorted({x.strip() for x in row.labels.split(LABEL_SEPARATOR) if x.strip()}))
         if not labels:
             raise LayoutError(f"{csv_path}: row for {row.path!r} has no labels")
-        path = str(csv_path.parent / row.path)
-        items[path] = labels
+        path = os.path.normpath(csv_path.parent / row.path)
+        if path in items:
+            check_repeated_row(csv_path, row, line, line_of[path], (items[path], fixed.get(path, "")), labels)
+            repeated.append(f"lines {line_of[path]} and {line}: {row.path}")
+            continue
+        items[path], line_of[path] = labels, line
         if row.split:
             fixed[path] = row.split
     splits = stratified_split({k: v for k, v in items.items() if k not in fixed}, val_fraction, test_fraction, seed)
@@ -111,7 +116,22 @@ def index_csv(csv_path, name, seed=0, val_fraction=DEFAULTS["val_fraction"],
     task = MULTILABEL if any(len(labels) > 1 for labels in items.values()) else MULTICLASS
     clips = [Clip(path_key(p, csv_path.parent), p, labels, splits[p]) for p, labels in items.items()]
     spec = custom_spec(name, classes, task, **_spec_values(spec_options))
-    return DatasetIndex(spec, clips)
+    notes = [f"{csv_path.name} lists {len(repeated)} file(s) more than once with the same labels; each is used once "
+             f"({'; '.join(repeated[:3])}{'; ...' if len(repeated) > 3 else ''})"] if repeated else []
+    return DatasetIndex(spec, clips, notes=notes)
+
+
+def check_repeated_row(csv_path, row, line, first_line, first, labels):
+    """Raises LayoutError when a file listed again (``./x.wav`` is ``x.wav``) gets other labels
+    or another split than on its first line: which one is right cannot be guessed."""
+    first_labels, first_split = first
+    if labels != first_labels:
+        raise LayoutError(f"{csv_path}: lines {first_line} and {line} list {row.path!r} with different labels "
+                          f"({LABEL_SEPARATOR.join(first_labels)!r} and {LABEL_SEPARATOR.join(labels)!r}); keep one "
+                          "row per file with all its labels")
+    if row.split != first_split:
+        raise LayoutError(f"{csv_path}: lines {first_line} and {line} put {row.path!r} in different splits "
+                          f"({first_split or 'none'!r} and {row.split or 'none'!r}); keep one row per file")
 
 
 def path_key(path, root):
