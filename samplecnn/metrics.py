@@ -100,8 +100,9 @@ def predict_clips(model, clip_dataset, batch_clips=8):
 def format_report(results):
     """The overall scores and the per-class table as text."""
     lines = [f"ROC-AUC {results['roc_auc']:.4f}  PR-AUC {results['pr_auc']:.4f}  accuracy {results['accuracy']:.4f}  "
-             f"F1 {results['f1']:.4f}  micro F1 {results['f1_micro']:.4f}  2019 accuracy {results['accuracy_2019']:.4f}  "
-             f"2019 F1 {results['f1_2019']:.4f}  ({results['clips']} clips)", ""]
+             f"F1 {results['f1']:.4f}  micro F1 {results['f1_micro']:.4f}  "
+             f"2019 accuracy {results['accuracy_2019']:.4f}  2019 F1 {results['f1_2019']:.4f}  "
+             f"({results['clips']} clips)", ""]
     width = max(12, *(len(r["class"]) for r in results["per_class"]))
     lines.append(f"{'class':<{width}}  {'ROC-AUC':>7}  {'PR-AUC':>7}  {'prec':>6}  {'recall':>6}  {'F1':>6}  {'support':>7}")
 

@@ -1,8 +1,9 @@
 """tf.data input pipelines driven by a built data set's manifest.json.
 
 Train: shards read as the recipe says (reshuffled and interleaved, or in a fixed order),
-segments shuffled in the recipe's buffer, repeated, batched, then parsed and decoded per batch (one vectorized op instead of one per example), standardized with the
-manifest's mean/std, prefetched. Val: segments in order. Test: one element per clip
+segments shuffled in the recipe's buffer, repeated, batched, then parsed and decoded per
+batch (one vectorized op instead of one per example), standardized with the manifest's
+mean/std, prefetched. Val: segments in order. Test: one element per clip
 holding all its segments.
 """
 import json

@@ -4,9 +4,10 @@ Stage s trains with lr * lr_decay**s (SGD, Nesterov momentum, the paper's per-st
 inverse-time decay of 1e-6) until ``patience`` epochs in a row (at least one) have not
 improved on the best validation loss or ``max_epochs`` have run; each stage starts from the
 best weights. The recipe (samplecnn.recipes) says whether the best is kept over the whole
-run or, as in the 2019 code, restarts at every stage. After every epoch the run directory holds the model with its optimizer state
-(last.keras), the best model (best.h5), a CSV row and state.json, each replaced
-atomically, so ``resume(run_dir)`` continues a run killed at any point.
+run or, as in the 2019 code, restarts at every stage. After every epoch the run directory
+holds the model with its optimizer state (last.keras), the best model (best.h5), a CSV row
+and state.json, each replaced atomically, so ``resume(run_dir)`` continues a run killed at
+any point.
 """
 import csv
 import dataclasses
@@ -314,8 +315,9 @@ def _train(run, verbose):
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     steps = math.ceil(manifest["splits"]["train"]["segments"] / global_batch)
     warn_if_padding_differs(manifest, config.recipe)
-    train_data = pipeline.segment_dataset(manifest, "train", global_batch, training=True, num_readers=config.num_readers,
-                                          seed=config.seed, drop_remainder=True, recipe=config.recipe)
+    train_data = pipeline.segment_dataset(manifest, "train", global_batch, training=True,
+                                          num_readers=config.num_readers, seed=config.seed, drop_remainder=True,
+                                          recipe=config.recipe)
     val_data = pipeline.segment_dataset(manifest, "val", global_batch)
     tensorboard = keras.callbacks.TensorBoard(str(run.path(TENSORBOARD)))
 

@@ -31,8 +31,8 @@ flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"]
                   "tf.distribute strategy: mirrored = all local GPUs, multi_worker = hosts in TF_CONFIG.")
 flags.DEFINE_boolean("mixed-precision", False, "bfloat16 compute on CPU, float16 on GPU.")
 flags.DEFINE_string("resume", None, "Continue the interrupted run in this run directory.")
-flags.DEFINE_string("recipe", DEFAULT_RECIPE, "Recipe (samplecnn or 2019, see the README): initializers, stages, shuffling, "
-                    "scores in the checkpoint name, weight-decay targets.")
+flags.DEFINE_string("recipe", DEFAULT_RECIPE, "Recipe (samplecnn or 2019, see the README): initializers, stages, "
+                    "shuffling, scores in the checkpoint name, weight-decay targets.")
 
 OPTIONS = ("data-dir", "log-dir", "block", "amplifying-ratio", "multi", "batch-size", "momentum", "lr", "lr-decay",
            "dropout", "weight-decay", "num-stages", "patience", "num-readers", "max-epochs", "init-features", "seed",
@@ -60,7 +60,8 @@ def main(argv):
             if flag("block") not in list_blocks():
                 raise UsageError(f"--block {flag('block')} is not registered; choose from {', '.join(list_blocks())}")
             if flag("recipe") not in list_recipes():
-                raise UsageError(f"--recipe {flag('recipe')} is not registered; choose from {', '.join(list_recipes())}")
+                raise UsageError(f"--recipe {flag('recipe')} is not registered; "
+                                 f"choose from {', '.join(list_recipes())}")
             values = {k.replace("-", "_"): flag(k) for k in OPTIONS}
             config = training.TrainConfig(dataset=argv[1], name=argv[2] if len(argv) == 3 else None, **values)
             run_dir, results = training.train(config)
