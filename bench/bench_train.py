@@ -44,7 +44,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import samplecnn  # noqa: E402
-from samplecnn import build, pipeline, training  # noqa: E402
+from samplecnn import build, pipeline, recipes, training  # noqa: E402
 from samplecnn.datasets import get_spec  # noqa: E402
 from samplecnn.datasets.base import Clip, DatasetIndex  # noqa: E402
 
@@ -190,7 +190,7 @@ def baseline_2019_batches(manifest, batch_size, seed=0):
     files = tf.data.Dataset.from_tensor_slices(paths).shuffle(len(paths), seed=seed).repeat()
     records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(READERS, len(paths)),
                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    records = records.shuffle(pipeline.SHUFFLE_SEGMENTS, seed=seed)
+    records = records.shuffle(recipes.get_recipe(recipes.DEFAULT_RECIPE).shuffle_segments, seed=seed)
     return (records.map(parse, num_parallel_calls=BASELINE_PARALLEL_CALLS)
             .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
 

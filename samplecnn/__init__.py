@@ -68,7 +68,8 @@ def build_model(dataset, block="se", multi=False, **overrides):
     """Builds a SampleCNN for a built-in data set (or a DatasetSpec).
 
     Block count, class count and output activation come from the data set's spec;
-    any ModelConfig field can be overridden.
+    any ModelConfig field can be overridden, e.g. ``recipe="2019"`` for the 2019 code's
+    initializers (samplecnn.recipes).
 
     >>> build_model("scd", block="rese2").output_shape
     (None, 35)

@@ -1,4 +1,4 @@
-"""Audio I/O: decode any format to mono float32 at a target rate, loop-pad, segment.
+"""Audio I/O: decode any format to mono float32 at a target rate, pad short clips, segment.
 
 Decoding stays in-process with libsndfile (wav, flac, ogg, mp3) and soxr resampling, the
 fastest path measured (bench/README.md); other formats (m4a, aac, webm, ...) go through
@@ -135,21 +135,34 @@ def loop_pad(audio, length):
     return np.resize(audio, length) if audio.size != length else audio
 
 
+def repeat_pad(audio, length):
+    """The 2019 code's padding, kept to reproduce it: each sample repeated ``length // size + 1``
+    times (``np.repeat``), which stretches a short clip (plays it slower) instead of looping
+    it; cut to ``length`` samples."""
+    if audio.size == 0:
+        raise ValueError("cannot pad an empty signal")
+    return np.repeat(audio, length // audio.size + 1)[:length] if audio.size < length else audio[:length]
+
+
+PADDINGS = {"loop": loop_pad, "repeat": repeat_pad}
+"""How a recipe fills clips shorter than the clip length (samplecnn.recipes.Recipe.padding)."""
+
+
 def segment(audio, segment_samples, num_segments):
     """The first ``num_segments`` non-overlapping segments of ``audio``, looped when short."""
     audio = loop_pad(audio, max(audio.size, segment_samples * num_segments))
     return audio[: segment_samples * num_segments].reshape(num_segments, segment_samples)
 
 
-def load_clip(path, sample_rate, clip_samples, segment_samples, num_segments, min_samples=1):
+def load_clip(path, sample_rate, clip_samples, segment_samples, num_segments, min_samples=1, padding="loop"):
     """Decodes ``path`` and returns a (num_segments, segment_samples) array of one clip.
 
-    The clip is looped or cut to ``clip_samples`` first, so every clip is segmented the
-    same way whatever its length. Audio shorter than ``min_samples`` raises
-    AudioDecodeError: looping a few samples into a clip would make a constant, not a sound.
+    The clip is padded (``PADDINGS[padding]``) or cut to ``clip_samples`` first, so every
+    clip is segmented the same way whatever its length. Audio shorter than ``min_samples``
+    raises AudioDecodeError: padding a few samples into a clip would make a constant, not a sound.
     """
     audio = decode(path, sample_rate)
     if audio.size < min_samples:
         raise AudioDecodeError(f"too short: {audio.size / sample_rate:.3f} s, the minimum is "
                                f"{min_samples / sample_rate:.3f} s (--min-seconds): {path}")
-    return segment(loop_pad(audio, clip_samples), segment_samples, num_segments)
+    return segment(PADDINGS[padding](audio, clip_samples), segment_samples, num_segments)

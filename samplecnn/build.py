@@ -27,6 +27,7 @@ import numpy as np
 
 from samplecnn import audio, records
 from samplecnn.datasets import base, custom
+from samplecnn.recipes import DEFAULT_RECIPE, get_recipe
 
 MANIFEST = "manifest.json"
 STATE_DIR = ".build"
@@ -47,6 +48,7 @@ class AudioFormat:
     segment_samples: int
     segments_per_clip: int
     sample_dtype: str
+    padding: str
     min_samples: int = 1
 
 
@@ -105,7 +107,7 @@ def encode_chunk(task):
     for clip_id, path, label in task.clips:
         try:
             segs = audio.load_clip(path, fmt.sample_rate, fmt.clip_samples, fmt.segment_samples,
-                                   fmt.segments_per_clip, fmt.min_samples)
+                                   fmt.segments_per_clip, fmt.min_samples, fmt.padding)
         except Exception as error:  # one bad file must never stop the build
             failures.append({"path": path, "split": task.split, "error": str(error) or repr(error)})
             continue
@@ -165,11 +167,11 @@ def min_clip_samples(spec, min_seconds=None):
     return max(1, int(round(min_seconds * spec.sample_rate)))
 
 
-def plan_shards(index, out_dir, sample_dtype, seed, min_samples=1):
+def plan_shards(index, out_dir, sample_dtype, seed, padding, min_samples=1):
     """The Shards of every split: train clips shuffled (seeded) so shards mix classes."""
     spec = index.spec
     fmt = AudioFormat(spec.sample_rate, spec.clip_samples, spec.segment_samples, spec.segments_per_clip,
-                      sample_dtype, min_samples)
+                      sample_dtype, padding, min_samples)
     class_index = {c: i for i, c in enumerate(spec.classes)}
     chunk_size = math.ceil(spec.clips_per_shard / CHUNKS_PER_SHARD)
     state = out_dir / STATE_DIR
@@ -258,15 +260,16 @@ def run_tasks(tasks, workers, on_done):
 
 
 def build_from_index(index, out_dir, dataset, workers=None, sample_dtype="int16", overwrite=False, seed=0,
-                     progress=None, options=None, min_seconds=None):
+                     progress=None, options=None, min_seconds=None, recipe=DEFAULT_RECIPE):
     """Writes the shards and manifest of ``index`` to ``out_dir``; returns the manifest.
 
     Clips shorter than ``min_seconds`` (default: a tenth of the clip length) are skipped
-    and listed as failures."""
+    and listed as failures; ``recipe`` chooses how short clips are padded (samplecnn.recipes)."""
     out_dir = pathlib.Path(out_dir)
     records.to_pcm(np.zeros(1, np.float32), sample_dtype)  # validates sample_dtype early
     min_samples = min_clip_samples(index.spec, min_seconds)
-    shards = plan_shards(index, out_dir, sample_dtype, seed, min_samples)
+    padding = get_recipe(recipe).padding
+    shards = plan_shards(index, out_dir, sample_dtype, seed, padding, min_samples)
     prepare_output(out_dir, fingerprint(shards, index.spec), overwrite)
     todo = [shard for shard in shards if not pathlib.Path(shard.sidecar).exists()]
     by_path = {shard.path: shard for shard in todo}
@@ -293,6 +296,7 @@ def build_from_index(index, out_dir, dataset, workers=None, sample_dtype="int16"
             assembler.abandon()
     options = {**(options or {}), "min_seconds": min_samples / index.spec.sample_rate}
     manifest = assemble_manifest(index, shards, dataset, sample_dtype, seed, options)
+    manifest.update(recipe=recipe, padding=padding)
     records.write_text_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
@@ -334,21 +338,15 @@ def load_index(dataset, raw_dir, seed=0, **custom_options):
         return custom.index_folder(raw_dir, seed=seed, **custom_options)
     if dataset == "csv":
         return custom.index_csv(raw_dir, seed=seed, **custom_options)
-    indexer = base.get_indexer(dataset)
-    return indexer(raw_dir, seed=seed) if dataset == "dcs" else indexer(raw_dir)
+    return base.get_indexer(dataset)(raw_dir)
 
 
-def build_dataset(dataset, data_dir="data", raw_dir=None, name=None, workers=None, sample_dtype="int16",
-                  overwrite=False, seed=0, progress=None, min_seconds=None, **custom_options):
-    """Builds ``data_dir/<name>/tfrecord`` from the raw files and returns the manifest.
+def index_dataset(dataset, data_dir="data", raw_dir=None, name=None, seed=0, **custom_options):
+    """(name, raw_dir, DatasetIndex) of a raw layout, found without decoding any audio.
 
-    ``dataset`` is mtt, scd or dcs (raw files in ``data_dir/<dataset>/raw``), ``folder``
-    (``raw_dir`` holds one sub-folder per class) or ``csv`` (``raw_dir`` is the CSV file);
-    custom sets need ``name`` and accept sample_rate, clip_seconds, segment_samples,
-    val_fraction and test_fraction. Clips shorter than ``min_seconds`` (default: a tenth of
-    the clip length) are skipped.
+    The arguments are those of :func:`build_dataset`; ``build_dataset.py --dry-run`` prints
+    this index.
     """
-    data_dir = pathlib.Path(data_dir)
     if dataset in ("folder", "csv"):
         if not name or not raw_dir:
             raise ValueError(f"a {dataset} data set needs a name and "
@@ -356,9 +354,23 @@ def build_dataset(dataset, data_dir="data", raw_dir=None, name=None, workers=Non
         custom_options["name"] = name
     else:
         name = dataset
-        raw_dir = raw_dir or data_dir / dataset / "raw"
-    index = load_index(dataset, raw_dir, seed=seed, **custom_options)
+        raw_dir = raw_dir or pathlib.Path(data_dir) / dataset / "raw"
+    return name, raw_dir, load_index(dataset, raw_dir, seed=seed, **custom_options)
+
+
+def build_dataset(dataset, data_dir="data", raw_dir=None, name=None, workers=None, sample_dtype="int16",
+                  overwrite=False, seed=0, progress=None, min_seconds=None, recipe=DEFAULT_RECIPE, **custom_options):
+    """Builds ``data_dir/<name>/tfrecord`` from the raw files and returns the manifest.
+
+    ``dataset`` is mtt, scd or dcs (raw files in ``data_dir/<dataset>/raw``), ``folder``
+    (``raw_dir`` holds one sub-folder per class) or ``csv`` (``raw_dir`` is the CSV file);
+    custom sets need ``name`` and accept sample_rate, clip_seconds, segment_samples,
+    val_fraction and test_fraction. Clips shorter than ``min_seconds`` (default: a tenth of
+    the clip length) are skipped; ``recipe`` chooses how short clips are padded.
+    """
+    get_recipe(recipe)  # an unknown recipe stops before any work
+    name, raw_dir, index = index_dataset(dataset, data_dir, raw_dir, name, seed, **custom_options)
     options = {"raw_dir": str(raw_dir), **{k: v for k, v in custom_options.items() if k != "name"}}
-    return build_from_index(index, data_dir / name / "tfrecord", name, workers=workers, sample_dtype=sample_dtype,
-                            overwrite=overwrite, seed=seed, progress=progress, options=options,
-                            min_seconds=min_seconds)
+    return build_from_index(index, pathlib.Path(data_dir) / name / "tfrecord", name, workers=workers,
+                            sample_dtype=sample_dtype, overwrite=overwrite, seed=seed, progress=progress,
+                            options=options, min_seconds=min_seconds, recipe=recipe)

@@ -9,6 +9,9 @@ from samplecnn.datasets import MULTILABEL
 
 log = logging.getLogger("samplecnn")
 
+THRESHOLD_2019 = 0.5
+"""The 2019 code's decision threshold for data sets that set none (single-label ones: scd)."""
+
 
 def decide(scores, task, threshold):
     """Binary decisions: scores above ``threshold`` (multi-label) or the argmax (multi-class)."""
@@ -23,7 +26,8 @@ def evaluate_scores(labels, scores, classes, task, threshold=0.5):
     Multi-label: macro ROC-AUC and PR-AUC, subset accuracy, sample-averaged F1 (the
     paper's code) and micro F1 (the DCASE 2017 Task 4 official score) at ``threshold``.
     Multi-class: top-1 accuracy and macro F1 over every class of ``classes`` (a class
-    neither in the labels nor predicted scores 0), the mean of the per-class table. Classes without both positive and negative
+    neither in the labels nor predicted scores 0), the mean of the per-class table. Every
+    task also gets the 2019 code's definitions (:func:`scores_2019`). Classes without both positive and negative
     test clips have no ROC-AUC/PR-AUC; they are left out of the macro averages with a
     warning instead of failing.
     """
@@ -65,9 +69,20 @@ def evaluate_scores(labels, scores, classes, task, threshold=0.5):
         "accuracy": float(accuracy),
         "f1": float(f1),
         "f1_micro": float(f1_micro),
+        **scores_2019(labels, scores, THRESHOLD_2019 if threshold is None else threshold),
         "clips": int(len(labels)),
         "per_class": per_class,
     }
+
+
+def scores_2019(labels, scores, threshold):
+    """The 2019 code's accuracy and F1 for any task: subset accuracy and sample-averaged F1
+    of the decisions ``scores > threshold`` (single-label sets too, at 0.5)."""
+    predicted = (np.asarray(scores) > threshold).astype(np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {"accuracy_2019": float(skm.accuracy_score(labels, predicted)),
+                "f1_2019": float(skm.f1_score(labels, predicted, average="samples", zero_division=0))}
 
 
 def predict_clips(model, clip_dataset, batch_clips=8):
@@ -86,7 +101,9 @@ def predict_clips(model, clip_dataset, batch_clips=8):
 def format_report(results):
     """The overall scores and the per-class table as text."""
     lines = [f"ROC-AUC {results['roc_auc']:.4f}  PR-AUC {results['pr_auc']:.4f}  accuracy {results['accuracy']:.4f}  "
-             f"F1 {results['f1']:.4f}  micro F1 {results['f1_micro']:.4f}  ({results['clips']} clips)", ""]
+             f"F1 {results['f1']:.4f}  micro F1 {results['f1_micro']:.4f}  "
+             f"2019 accuracy {results['accuracy_2019']:.4f}  2019 F1 {results['f1_2019']:.4f}  "
+             f"({results['clips']} clips)", ""]
     width = max(12, *(len(r["class"]) for r in results["per_class"]))
     lines.append(f"{'class':<{width}}  {'ROC-AUC':>7}  {'PR-AUC':>7}  {'prec':>6}  {'recall':>6}  {'F1':>6}  {'support':>7}")
 

@@ -1,8 +1,9 @@
 """tf.data input pipelines driven by a built data set's manifest.json.
 
-Train: shards interleaved in parallel, shuffled, repeated, batched, then parsed and
-decoded per batch (one vectorized op instead of one per example), standardized with the
-manifest's mean/std, prefetched. Val: segments in order. Test: one element per clip
+Train: shards read as the recipe says (reshuffled and interleaved, or in a fixed order),
+segments shuffled in the recipe's buffer, repeated, batched, then parsed and decoded per
+batch (one vectorized op instead of one per example), standardized with the manifest's
+mean/std, prefetched. Val: segments in order. Test: one element per clip
 holding all its segments.
 """
 import json
@@ -12,10 +13,10 @@ import tensorflow as tf
 
 from samplecnn.build import MANIFEST
 from samplecnn.datasets import DatasetSpec
+from samplecnn.recipes import DEFAULT_RECIPE, get_recipe
 from samplecnn.records import INT16_SCALE
 
 AUTOTUNE = tf.data.AUTOTUNE
-SHUFFLE_SEGMENTS = 2048
 
 
 class DataError(Exception):
@@ -82,14 +83,20 @@ def parse_segments(serialized, manifest):
             decode_label(features["label"], len(manifest["classes"])))
 
 
-def segment_dataset(manifest, split, batch_size, training=False, num_readers=4, seed=None, drop_remainder=False):
-    """Batches of (audio, labels) segments of ``split``; shuffled and repeated when training."""
+def segment_dataset(manifest, split, batch_size, training=False, num_readers=4, seed=None, drop_remainder=False,
+                    recipe=DEFAULT_RECIPE):
+    """Batches of (audio, labels) segments of ``split``; shuffled as ``recipe`` says and
+    repeated when training."""
     paths = shard_paths(manifest, split)
     if training:
-        files = tf.data.Dataset.from_tensor_slices(paths).shuffle(len(paths), seed=seed).repeat()
-        records = files.interleave(tf.data.TFRecordDataset, cycle_length=max(1, min(num_readers, len(paths))),
-                                   num_parallel_calls=AUTOTUNE, deterministic=False)
-        records = records.shuffle(SHUFFLE_SEGMENTS, seed=seed)
+        choices = get_recipe(recipe)
+        if choices.shuffle_shards:
+            files = tf.data.Dataset.from_tensor_slices(paths).shuffle(len(paths), seed=seed).repeat()
+            records = files.interleave(tf.data.TFRecordDataset, cycle_length=max(1, min(num_readers, len(paths))),
+                                       num_parallel_calls=AUTOTUNE, deterministic=False)
+            records = records.shuffle(choices.shuffle_segments, seed=seed)
+        else:  # one shard after another in the manifest's order, as the 2019 code read them
+            records = tf.data.TFRecordDataset(paths).shuffle(choices.shuffle_segments, seed=seed).repeat()
     else:
         segments = manifest["splits"][split]["segments"]
         # A known length lets Keras end validation without treating it as data running out.

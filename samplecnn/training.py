@@ -1,11 +1,13 @@
 """Staged SGD training of a SampleCNN on a built data set, with a resumable run directory.
 
 Stage s trains with lr * lr_decay**s (SGD, Nesterov momentum, the paper's per-step
-inverse-time decay of 1e-6) until the validation loss has not improved on the best so
-far for ``patience`` epochs or ``max_epochs`` have run; each stage starts from the best
-weights. After every epoch the run directory holds the model with its optimizer state
-(last.keras), the best model (best.h5), a CSV row and state.json, each replaced
-atomically, so ``resume(run_dir)`` continues a run killed at any point.
+inverse-time decay of 1e-6) until ``patience`` epochs in a row (at least one) have not
+improved on the best validation loss or ``max_epochs`` have run; each stage starts from the
+best weights. The recipe (samplecnn.recipes) says whether the best is kept over the whole
+run or, as in the 2019 code, restarts at every stage. After every epoch the run directory
+holds the model with its optimizer state (last.keras), the best model (best.h5), a CSV row
+and state.json, each replaced atomically, so ``resume(run_dir)`` continues a run killed at
+any point.
 """
 import csv
 import dataclasses
@@ -25,6 +27,7 @@ import tensorflow as tf
 from samplecnn import metrics, pipeline
 from samplecnn.datasets import MULTILABEL
 from samplecnn.models import ModelConfig, build_samplecnn
+from samplecnn.recipes import DEFAULT_RECIPE, get_recipe, list_recipes
 from samplecnn.records import write_text_atomic
 
 log = logging.getLogger("samplecnn")
@@ -45,7 +48,7 @@ STEP_DECAY = 1e-6
 CONFIG, STATE, CSV_LOG, BEST, LAST, RESULTS = ("config.json", "state.json", "log.csv", "best.h5", "last.keras",
                                                "results.json")
 TENSORBOARD = "tensorboard"
-FINAL_PATTERN = "final-auc_{roc_auc:.6f}-acc_{accuracy:.6f}-f1_{f1:.6f}.h5"
+FINAL_PATTERN = "final-auc_{:.6f}-acc_{:.6f}-f1_{:.6f}.h5"
 
 
 @dataclasses.dataclass
@@ -74,6 +77,7 @@ class TrainConfig:
     strategy: str = "default"
     mixed_precision: bool = False
     tensorboard_images: bool = False
+    recipe: str = DEFAULT_RECIPE
 
     def __post_init__(self):
         check_values(self)
@@ -109,6 +113,7 @@ VALUE_RULES = {
     "max_epochs": (_number(1, integer=True), "a whole number >= 1"),
     "init_features": (_number(1, integer=True), "a whole number >= 1"),
     "strategy": (lambda value: value in STRATEGIES, f"one of {', '.join(STRATEGIES)}"),
+    "recipe": (lambda value: value in list_recipes(), f"one of {', '.join(list_recipes())}"),
 }
 """What no sane run uses is refused before anything is created: (accepts(value), what is expected)."""
 
@@ -147,7 +152,7 @@ def run_name(config, model_config):
     return f"{stamp}-{config.dataset}-{config.name or model_config.signature}"
 
 
-MODEL_OPTIONS = ("block", "multi", "init_features", "amplifying_ratio", "dropout", "weight_decay")
+MODEL_OPTIONS = ("block", "multi", "init_features", "amplifying_ratio", "dropout", "weight_decay", "recipe")
 """TrainConfig fields that are ModelConfig fields; the rest of the model comes from the spec."""
 
 
@@ -253,6 +258,13 @@ class Run:
         return finals[-1] if finals else None
 
 
+def patience_exhausted(state, config):
+    """True once ``patience`` epochs in a row, and at least one, have not improved: an
+    improving epoch never ends a stage, so ``patience`` 0 ends it at the first epoch that
+    does not improve, as 1 does (the 2019 code's Keras EarlyStopping behaved so)."""
+    return state.wait >= max(config.patience, 1)
+
+
 class StageMonitor(keras.callbacks.Callback):
     """Per-epoch bookkeeping: best checkpoint, patience, NaN check, CSV row, resumable state."""
 
@@ -261,6 +273,10 @@ class StageMonitor(keras.callbacks.Callback):
         self.run, self.state, self.config = run, state, config
         self.diverged = None
         self.started = time.monotonic()
+
+    def on_train_begin(self, logs=None):
+        if get_recipe(self.config.recipe).best_per_stage and self.state.stage_epochs == 0:
+            self.state.best_val_loss = math.inf  # a new stage: its first epoch becomes best.h5
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
@@ -274,7 +290,8 @@ class StageMonitor(keras.callbacks.Callback):
         logs = dict(logs or {})
         state = self.state
         val_loss = float(logs.get("val_loss", math.nan))
-        if val_loss < state.best_val_loss:
+        improved = val_loss < state.best_val_loss
+        if improved:
             state.best_val_loss, state.wait = val_loss, 0
             save_atomic(self.model, self.run.path(BEST))
         else:
@@ -284,11 +301,11 @@ class StageMonitor(keras.callbacks.Callback):
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         row = {"epoch": state.epochs, "stage": state.stage, "lr": stage_lr(self.config, state.stage),
                "lr_now": lr, **{k: float(v) for k, v in sorted(logs.items()) if k != "learning_rate"},
-               "seconds": round(time.monotonic() - self.started, 3)}
+               "best": int(improved), "seconds": round(time.monotonic() - self.started, 3)}
         self.run.append_csv(row)
         self.run.save_state(state)
         self.started = time.monotonic()
-        if state.wait >= self.config.patience:
+        if patience_exhausted(state, self.config):
             self.model.stop_training = True
 
 
@@ -351,8 +368,10 @@ def _train(run, verbose):
     strategy = make_strategy(config.strategy)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     steps = math.ceil(manifest["splits"]["train"]["segments"] / global_batch)
+    warn_if_padding_differs(manifest, config.recipe)
     train_data = pipeline.segment_dataset(manifest, "train", global_batch, training=True,
-                                          num_readers=config.num_readers, seed=config.seed, drop_remainder=True)
+                                          num_readers=config.num_readers, seed=config.seed, drop_remainder=True,
+                                          recipe=config.recipe)
     val_data = pipeline.segment_dataset(manifest, "val", global_batch)
     callbacks = [keras.callbacks.TensorBoard(str(run.path(TENSORBOARD)))]
     if config.tensorboard_images:
@@ -372,7 +391,7 @@ def _train(run, verbose):
                 compile_model(model, config, state.stage, spec.task)
         monitor = StageMonitor(run, state, config)
         remaining = config.max_epochs - state.stage_epochs
-        if remaining > 0 and state.wait < config.patience:
+        if remaining > 0 and not patience_exhausted(state, config):
             model.fit(train_data, steps_per_epoch=steps, epochs=state.epochs + remaining, initial_epoch=state.epochs,
                       validation_data=val_data, callbacks=[monitor, *callbacks], shuffle=False,
                       verbose=progress_verbosity() if verbose is None else verbose)
@@ -384,10 +403,24 @@ def _train(run, verbose):
                  state.best_val_loss, state.stage_epochs)
         state.stage, state.stage_epochs, state.wait = state.stage + 1, 0, 0
         run.save_state(state)
-    return run.dir, finish(run, manifest, state)
+    return run.dir, finish(run, manifest, state, config.recipe)
 
 
-def finish(run, manifest, state):
+def warn_if_padding_differs(manifest, recipe):
+    """Logs a warning when the data set's short clips were padded otherwise than ``recipe`` pads them."""
+    built, wanted = manifest.get("padding", "loop"), get_recipe(recipe).padding
+    if built != wanted:
+        log.warning("%s was built with recipe %s, which pads short clips by %r, but this run uses recipe %s, which "
+                    "pads by %r; rebuild the data set with --recipe %s --overwrite to train as that recipe does",
+                    manifest["dir"], manifest.get("recipe", DEFAULT_RECIPE), built, recipe, wanted, recipe)
+
+
+def final_name(results, recipe):
+    """The final checkpoint's name, from the scores the recipe reports (ROC-AUC, accuracy, F1)."""
+    return FINAL_PATTERN.format(*(results[key] for key in get_recipe(recipe).checkpoint_scores))
+
+
+def finish(run, manifest, state, recipe):
     """Evaluates the best checkpoint on the test set, writes results.json, renames it final-*.h5."""
     if not run.path(BEST).exists() and run.final_checkpoint() and run.path(RESULTS).exists():
         state.finished = True  # killed between the rename and the state update
@@ -395,7 +428,7 @@ def finish(run, manifest, state):
         return json.loads(run.path(RESULTS).read_text())
     model = keras.models.load_model(run.path(BEST), compile=False)
     results = evaluate(model, manifest)
-    final = run.path(FINAL_PATTERN.format(**results))
+    final = run.path(final_name(results, recipe))
     write_text_atomic(run.path(RESULTS), json.dumps({"test": results, "checkpoint": final.name,
                                                      "best_val_loss": state.best_val_loss,
                                                      "epochs": state.epochs}, indent=1))

@@ -129,3 +129,34 @@ def make_tones(root, classes=3, per_class=100):
             signal = tone(seconds, 16000, class_frequency(4 * c) * (1 + 0.02 * (i % 5)), seed=i,
                                   amplitude=0.2 + 0.03 * (i % 7))
             write_wav(root / f"class{c}" / f"{i}.wav", signal, 16000)
+
+
+DCS_FOLDERS = {
+    "training": "unbalanced_train_segments_training_set_audio_formatted_and_segmented_downloads",
+    "testing": "unbalanced_train_segments_testing_set_audio_formatted_and_segmented_downloads",
+    "evaluation": "evaluation_set_formatted_audio_segments",
+}
+
+
+def make_full_dcs(raw):
+    """The complete real DCASE 2017 Task 4 ground truth (the training CSV whole, from its
+    gzipped fixture) with an empty stub 'audio' file for every listed clip, in the three
+    audio folders: enough for indexing, never decoded. Returns {name: stub path}."""
+    import gzip
+
+    raw = pathlib.Path(raw)
+    raw.mkdir(parents=True, exist_ok=True)
+    with gzip.open(FIXTURES / "dcs" / "full" / "groundtruth_weak_label_training_set.csv.gz") as source, \
+            open(raw / "groundtruth_weak_label_training_set.csv", "wb") as target:
+        shutil.copyfileobj(source, target)
+    for part in ("testing", "evaluation"):
+        copy_fixture(f"dcs/groundtruth_weak_label_{part}_set.csv", raw / f"groundtruth_weak_label_{part}_set.csv")
+    stubs = {}
+    for part, folder in DCS_FOLDERS.items():
+        (raw / folder).mkdir(exist_ok=True)
+        for line in (raw / f"groundtruth_weak_label_{part}_set.csv").read_text().splitlines():
+            name = line.split("\t")[0]
+            if name and name not in stubs:
+                stubs[name] = raw / folder / f"Y{name}"
+                stubs[name].touch()
+    return stubs

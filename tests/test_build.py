@@ -1,4 +1,6 @@
 """Dataset builder on small raw data sets in the exact layouts of the real downloads."""
+import json
+import pathlib
 import shutil
 
 import numpy as np
@@ -56,7 +58,8 @@ def test_scd_splits_labels_and_manifest(scd_build):
     assert manifest["spec"]["segment_samples"] == 22050 and manifest["spec"]["task"] == "multiclass"
     assert manifest["classes"] == list(get_spec("scd").classes) and manifest["failures"] == []
     assert set(manifest) >= {"dataset", "spec", "classes", "splits", "mean", "std", "failures", "options",
-                             "version", "created"}
+                             "version", "created", "recipe", "padding"}
+    assert (manifest["recipe"], manifest["padding"]) == ("samplecnn", "loop")
     train = split_records(out, manifest, "train")
     assert len(train) == 6
     for r in train:
@@ -82,6 +85,25 @@ def test_scd_samples_match_the_source_and_short_clips_loop(scd_build):
     stored = records.from_pcm(short["audio"], "int16")
     np.testing.assert_array_equal(stored[8820:17640], stored[:8820])  # looped, not stretched
     np.testing.assert_array_equal(stored[17640:], stored[:22050 - 17640])
+
+
+def test_2019_recipe_build_stretches_short_clips_with_np_repeat(tmp_path, scd_build):
+    data, _ = scd_build
+    shutil.copytree(data / "scd" / "raw", tmp_path / "scd" / "raw")
+    short = tmp_path / "scd" / "raw" / "yes" / "00000003_nohash_0.wav"
+    rawdata.write_wav(short, rawdata.tone(0.5, 22050, 440.0), 22050)  # 11025 samples
+    result = run_script("build_dataset.py", "scd", "--data-dir", tmp_path, "--recipe", "2019", "--workers", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((tmp_path / "scd" / "tfrecord" / "manifest.json").read_text())
+    assert (manifest["recipe"], manifest["padding"]) == ("2019", "repeat")
+    (record,) = [r for r in split_records(tmp_path / "scd" / "tfrecord", manifest, "train")
+                 if r["clip_id"] == b"yes/00000003_nohash_0.wav"]
+    source = audio.decode(short, 22050)
+    stored = records.from_pcm(record["audio"], "int16")
+    np.testing.assert_allclose(stored, np.repeat(source, 3)[:22050], atol=1.0 / 32768 + 1e-7)
+    assert np.abs(stored - audio.loop_pad(source, 22050)).max() > 0.1
+    again = run_script("build_dataset.py", "scd", "--data-dir", tmp_path, "--workers", "1")  # the other padding
+    assert again.returncode == 2 and "other options" in again.stderr and "--overwrite" in again.stderr
 
 
 def test_train_mean_and_std_are_computed_from_the_stored_training_audio(scd_build):
@@ -191,18 +213,15 @@ def test_mtt_reports_a_tag_list_that_differs_from_the_paper(tmp_path):
     assert "added ['tuba']" in index.notes[0] and "dropped ['choral']" in index.notes[0]
 
 
-DCS_FOLDERS = {
-    "training": "unbalanced_train_segments_training_set_audio_formatted_and_segmented_downloads",
-    "testing": "unbalanced_train_segments_testing_set_audio_formatted_and_segmented_downloads",
-    "evaluation": "evaluation_set_formatted_audio_segments",
-}
+DCS_FOLDERS = rawdata.DCS_FOLDERS
 
 
 def dcs_audio_plan():
     """Names given audio: 3 val and 3 train files (one multi-label), 3 evaluation files (one multi-label)."""
     tables = {p: dcs.read_weak_labels(rawdata.FIXTURES / "dcs" / dcs.csv_name(p)) for p in DCS_FOLDERS}
     train = {**tables["training"], **tables["testing"]}
-    all_val = dcs.pick_validation(train, seed=0)
+    all_val = dcs.pick_validation([row for p in ("training", "testing")
+                                   for row in dcs.read_weak_label_rows(rawdata.FIXTURES / "dcs" / dcs.csv_name(p))])
     val = sorted(all_val)[:3]
     rest = sorted(f for f in tables["training"] if f not in all_val)
     multi = [f for f in rest if len(train[f]) > 1]
@@ -237,14 +256,58 @@ def test_dcs_real_ground_truth_with_missing_audio(tmp_path):
     assert manifest["splits"]["train"]["segments"] == 10 * manifest["splits"]["train"]["clips"]
 
 
-def test_dcs_validation_takes_about_ten_percent_of_each_class():
-    tables = [dcs.read_weak_labels(rawdata.FIXTURES / "dcs" / dcs.csv_name(p)) for p in ("training", "testing")]
-    train = {**tables[0], **tables[1]}
-    val = dcs.pick_validation(train, seed=0)
-    assert val == dcs.pick_validation(train, seed=0) and val != dcs.pick_validation(train, seed=1)
-    for label in dcs.CLASSES:
-        files = [f for f, labels in train.items() if label in labels]
-        assert abs(sum(f in val for f in files) - 0.1 * len(files)) <= 1
+def paper_val_files(raw):
+    """The 2019 code's validation files of the ground truth in ``raw``, computed as it did."""
+    import pandas as pd
+
+    def read(part):
+        return pd.read_csv(raw / dcs.csv_name(part), delimiter="\t", names=["file", "start", "end", "label"])
+
+    rows = pd.concat([read("training"), read("testing")])
+    return {f for c in dcs.CLASSES for f in rows[rows.label == c].sample(frac=0.1, random_state=123)["file"]}
+
+
+@pytest.fixture(scope="module")
+def full_dcs(tmp_path_factory):
+    data = tmp_path_factory.mktemp("full")
+    stubs = rawdata.make_full_dcs(data / "dcs" / "raw")
+    return data, stubs
+
+
+def split_files(index, split):
+    return {pathlib.Path(clip.path).name[1:] for clip in index.clips if clip.split == split}
+
+
+def test_dcs_dry_run_of_the_full_ground_truth_gives_the_papers_split(full_dcs):
+    data, _ = full_dcs
+    result = run_script("build_dataset.py", "dcs", "--data-dir", data, "--dry-run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert {"train: 46042 clips", "  val: 5618 clips", " test: 1103 clips"} <= set(lines)
+    assert "17 classes: Train horn, Air horn, truck horn," in result.stdout
+    assert "no failures found before decoding" in lines
+    assert not (data / "dcs" / "tfrecord").exists()
+    index = dcs.index(data / "dcs" / "raw")
+    assert split_files(index, "val") == paper_val_files(data / "dcs" / "raw")
+
+
+def test_dcs_partial_download_keeps_a_subset_of_the_papers_val_set(full_dcs, tmp_path):
+    data, stubs = full_dcs
+    raw = tmp_path / "raw"
+    shutil.copytree(data / "dcs" / "raw", raw)
+    removed = set(sorted(stubs)[::3])
+    for name in removed:
+        (raw / stubs[name].relative_to(data / "dcs" / "raw")).unlink()
+    (raw / DCS_FOLDERS["training"] / "Yunlisted_0.000_10.000.wav").touch()
+    index = dcs.index(raw)
+    assert split_files(index, "val") == paper_val_files(raw) - removed
+    missing = [f for f in index.failures if "no audio file" in f["error"]]
+    assert {pathlib.Path(f["path"]).name[1:] for f in missing} == removed
+    assert {f["split"] for f in missing} == {"train", "val", "test"}
+    (unlisted,) = [f for f in index.failures if "not listed" in f["error"]]
+    assert unlisted["path"].endswith("Yunlisted_0.000_10.000.wav")
+    result = run_script("build_dataset.py", "dcs", "--raw-dir", raw, "--data-dir", tmp_path, "--dry-run")
+    assert result.returncode == 0 and f"{len(removed) + 1} failure(s) found before decoding" in result.stdout
 
 
 def make_folder_set(root, formats=(".wav", ".mp3", ".flac", ".m4a")):

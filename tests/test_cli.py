@@ -21,3 +21,10 @@ def test_unknown_command_and_bad_flags_exit_2_with_one_line():
     for result in (samplecnn("train", "scd", "--batch-size", "0"), run_script("train.py", "scd", "--nosuchflag")):
         assert result.returncode == 2, result.stderr
         assert result.stderr.strip().startswith("error:") and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("script", ["train.py", "build_dataset.py"])
+def test_unknown_recipe_exits_2_naming_the_registered_ones(script):
+    result = run_script(script, "scd", "--recipe", "nope")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        "error: --recipe nope is not registered; choose from 2019, samplecnn")

@@ -203,3 +203,53 @@ def test_build_model_takes_blocks_classes_and_activation_from_the_spec():
         assert model.output_shape == (None, classes)
         assert model.get_layer("predictions").activation.__name__ == activation
         assert f"block{blocks}_pool" in layer_names(model) and f"block{blocks + 1}_pool" not in layer_names(model)
+
+
+def kernel_layers(model):
+    return [layer for layer in model.layers if getattr(layer, "kernel", None) is not None]
+
+
+def test_2019_recipe_initializers_follow_the_2019_code():
+    model = samplecnn.build_model("mtt", block="rese2", recipe="2019")
+    block_convs = glorot = 0
+    for layer in kernel_layers(model):
+        kernel = layer.kernel.numpy()
+        if isinstance(layer, keras.layers.Conv1D) and "shortcut" not in layer.name:
+            k, c_in, _ = kernel.shape  # conv0 too: with one input channel both fan-ins are k
+            np.testing.assert_allclose(kernel.std(), np.sqrt((2 if c_in > 1 else 1) / (k * c_in ** 2)), rtol=0.05)
+            block_convs += c_in > 1
+        else:  # shortcut convs, both SE dense layers, the head and the classifier
+            assert isinstance(layer.kernel_initializer, keras.initializers.GlorotUniform), layer.name
+            fan_in, fan_out = np.prod(kernel.shape[:-1]), kernel.shape[-1]
+            np.testing.assert_allclose(kernel.std(), np.sqrt(2 / (fan_in + fan_out)), rtol=0.05)
+            glorot += 1
+    assert block_convs == 18 and glorot == 9 * 2 + 2 + 2  # SE pairs, 2 shortcuts, head and logits
+
+
+def test_samplecnn_recipe_block_convs_are_he_uniform():
+    model = samplecnn.build_model("mtt", block="rese2")
+    kernel = model.get_layer("block5_2_conv").kernel.numpy()
+    np.testing.assert_allclose(kernel.std(), np.sqrt(2 / (3 * 256)), rtol=0.05)
+
+
+def test_2019_recipe_puts_weight_decay_on_conv_kernels_only():
+    model = samplecnn.build_model("scd", block="rese1", init_features=16, recipe="2019", weight_decay=1e-3)
+    convs = [layer for layer in kernel_layers(model) if isinstance(layer, keras.layers.Conv1D)]
+    assert len(convs) == 1 + 8 + 2 and len(kernel_layers(model)) > len(convs)  # conv0, blocks, shortcuts
+    assert len(model.losses) == len(convs)
+    expected = sum(1e-3 * float(np.sum(np.square(layer.kernel.numpy()))) for layer in convs)
+    np.testing.assert_allclose(float(sum(model.losses)), expected, rtol=1e-4)
+
+
+def test_unknown_recipe_names_the_registered_ones():
+    with pytest.raises(ValueError, match="2019, samplecnn"):
+        build_samplecnn(ModelConfig(recipe="nope"))
+
+
+@pytest.mark.parametrize("recipe", ["2019", "samplecnn"])
+def test_recipe_models_save_and_load_without_custom_objects(tmp_path, recipe):
+    model = samplecnn.build_model("scd", block="res2", init_features=8, recipe=recipe)
+    x = np.random.default_rng(4).normal(size=(2, 22050, 1)).astype("float32")
+    model.save(tmp_path / "m.h5")
+    np.testing.assert_array_equal(model.predict(x, verbose=0),
+                                  keras.models.load_model(tmp_path / "m.h5").predict(x, verbose=0))

@@ -42,3 +42,32 @@ def test_test_data_has_one_element_per_clip(scd):
 def test_missing_manifest_says_how_to_build(tmp_path):
     with pytest.raises(pipeline.DataError, match="build_dataset.py scd"):
         pipeline.load_manifest(pipeline.dataset_dir(tmp_path, "scd"))
+
+
+def graph_nodes(dataset):
+    """The nodes of a tf.data pipeline's serialized graph, by name."""
+    import tensorflow as tf
+
+    graph = tf.compat.v1.GraphDef.FromString(dataset._as_serialized_graph().numpy())
+    return {node.name: node for node in graph.node}
+
+
+def constant(nodes, input_name):
+    import tensorflow as tf
+
+    return tf.make_ndarray(nodes[input_name.split(":")[0]].attr["value"].tensor)
+
+
+@pytest.mark.parametrize("recipe, interleaved, buffers", [("2019", False, [10000]), ("samplecnn", True, [1, 2048])])
+def test_recipe_chooses_shard_order_and_shuffle_buffer(scd, recipe, interleaved, buffers):
+    data = pipeline.segment_dataset(scd, "train", batch_size=4, training=True, seed=1, drop_remainder=True,
+                                    recipe=recipe)
+    nodes = graph_nodes(data)
+    shuffles = [node for node in nodes.values() if node.op.startswith("ShuffleDataset")]
+    assert sorted(int(constant(nodes, node.input[1])) for node in shuffles) == buffers  # 1 = the shard list
+    assert any("Interleave" in node.op for node in nodes.values()) == interleaved
+    if not interleaved:  # the 2019 code read the shards one after another in a fixed order
+        (files,) = [node for node in nodes.values() if node.op == "TensorSliceDataset"]
+        assert [p.decode() for p in constant(nodes, files.input[0])] == pipeline.shard_paths(scd, "train")
+        assert not any(node.op.startswith("ShuffleDataset") and node.input[0] == files.name for node in shuffles)
+    assert [tuple(a.shape) for a, _ in data.take(3)] == [(4, 22050, 1)] * 3

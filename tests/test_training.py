@@ -77,9 +77,9 @@ def test_evaluate_cli_reproduces_results(trained, tmp_path):
     proc = run_script("evaluate.py", run_dir / results["checkpoint"], "--output", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads(out.read_text())
-    for key in ("roc_auc", "pr_auc", "accuracy", "f1", "f1_micro"):
+    for key in ("roc_auc", "pr_auc", "accuracy", "f1", "f1_micro", "accuracy_2019", "f1_2019"):
         assert again[key] == pytest.approx(results["test"][key], abs=1e-6)
-    assert "class1" in proc.stdout and "ROC-AUC" in proc.stdout
+    assert "class1" in proc.stdout and "ROC-AUC" in proc.stdout and "2019 accuracy" in proc.stdout
 
 
 def test_evaluate_rejects_a_data_set_with_other_classes(trained, tmp_path):
@@ -301,3 +301,81 @@ def test_evaluate_checks_sample_rate_and_warns_about_dtype_and_statistics(traine
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 2 and "float32 samples" in warnings[0] and "inputs are standardized with the model" \
         in warnings[1]
+
+
+def feed_stage(run, state, config, val_losses):
+    """Runs one stage's monitor over ``val_losses``; returns the CSV 'best' flags of its epochs."""
+    monitor = training.StageMonitor(run, state, config)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    monitor.set_model(model)
+    monitor.on_train_begin()
+    first = len(read_csv(run.path("log.csv"))) if run.path("log.csv").exists() else 0
+    for epoch, val_loss in enumerate(val_losses):
+        monitor.on_epoch_end(epoch, {"loss": 1.0, "val_loss": val_loss})
+        if model.stop_training:
+            break
+    state.stage, state.stage_epochs, state.wait = state.stage + 1, 0, 0
+    return [int(r["best"]) for r in read_csv(run.path("log.csv"))[first:]]
+
+
+@pytest.mark.parametrize("recipe, second_stage", [("2019", [1, 0]), ("samplecnn", [0])])
+def test_2019_recipe_restarts_the_best_checkpoint_every_stage(tmp_path, recipe, second_stage):
+    config = training.TrainConfig(dataset="x", patience=1, recipe=recipe)
+    run, state = training.Run(tmp_path), training.RunState()
+    assert feed_stage(run, state, config, [1.0, 0.8, 0.9, 0.7]) == [1, 1, 0]
+    # The next stage's first epoch is worse than the previous stage's best.
+    assert feed_stage(run, state, config, [0.95, 0.97, 0.5]) == second_stage
+    assert state.best_val_loss == (0.95 if recipe == "2019" else 0.8)
+
+
+def test_patience_0_ends_a_stage_at_the_first_epoch_without_improvement(tmp_path):
+    config = training.TrainConfig(dataset="x", patience=0)
+    run, state = training.Run(tmp_path), training.RunState()
+    assert feed_stage(run, state, config, [1.0, 0.9, 0.8, 0.85, 0.1]) == [1, 1, 1, 0]
+
+
+def test_patience_0_is_accepted_on_the_command_line(tmp_path):
+    result = train_cli("scd", "--patience", "0", "--data-dir", tmp_path, cwd=tmp_path)
+    assert result.returncode == 2 and "manifest.json not found" in result.stderr and "--patience" not in result.stderr
+
+
+def test_train_with_the_2019_recipe(tones, tmp_path):
+    patience = 1
+    result = train_cli("tones", "--data-dir", tones, "--log-dir", tmp_path, "--recipe", "2019", "--num-stages", "2",
+                       "--max-epochs", "4", "--patience", patience, *SMALL, cwd=tones)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # The tones were built with the samplecnn recipe: one warning naming both paddings.
+    warnings = [line for line in result.stderr.splitlines() if "pads short clips" in line]
+    assert len(warnings) == 1 and "'loop'" in warnings[0] and "'repeat'" in warnings[0]
+    (run_dir,) = tmp_path.iterdir()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["train"]["recipe"] == "2019" and config["model"]["recipe"] == "2019"
+    rows = read_csv(run_dir / "log.csv")
+    for stage in (0, 1):
+        stage_rows = [r for r in rows if int(r["stage"]) == stage]
+        assert len(stage_rows) >= 1 + patience and int(stage_rows[0]["best"]) == 1
+    results = json.loads((run_dir / "results.json").read_text())
+    last_stage = [float(r["val_loss"]) for r in rows if int(r["stage"]) == 1]
+    assert results["best_val_loss"] == pytest.approx(min(last_stage))
+    test = results["test"]
+    assert results["checkpoint"] == (f"final-auc_{test['roc_auc']:.6f}-acc_{test['accuracy_2019']:.6f}"
+                                     f"-f1_{test['f1_2019']:.6f}.h5")
+    assert "2019 accuracy" in result.stdout
+
+
+def test_2019_scores_of_a_single_label_set_agree_with_scikit_learn():
+    labels = np.eye(3, dtype=int)[[0, 1, 2, 2, 1]]
+    scores = np.array([[0.7, 0.2, 0.1], [0.4, 0.45, 0.15], [0.1, 0.3, 0.6], [0.5, 0.1, 0.4], [0.2, 0.8, 0.0]])
+    results = metrics.evaluate_scores(labels, scores, ["x", "y", "z"], "multiclass", threshold=None)
+    assert results["accuracy_2019"] == pytest.approx(skm.accuracy_score(labels, scores > 0.5)) == 0.6
+    assert results["f1_2019"] == pytest.approx(skm.f1_score(labels, scores > 0.5, average="samples", zero_division=0))
+    assert results["accuracy"] == pytest.approx(0.8)  # top-1: only row 4 is wrong
+
+
+def test_2019_scores_of_a_multi_label_set_use_strictly_greater():
+    labels = np.array([[1, 0], [0, 1], [1, 1]])
+    scores = np.array([[0.1, 0.05], [0.1, 0.3], [0.2, 0.1]])
+    results = metrics.evaluate_scores(labels, scores, ["a", "b"], "multilabel", threshold=0.1)
+    assert results["accuracy_2019"] == pytest.approx(skm.accuracy_score(labels, scores > 0.1)) == pytest.approx(1 / 3)
+    assert results["accuracy"] == pytest.approx(skm.accuracy_score(labels, scores >= 0.1))

@@ -1,12 +1,13 @@
 """Builds sharded TFRecords from a raw data set download.
 
-  python build_dataset.py mtt|scd|dcs [--data-dir ./data]
+  python build_dataset.py mtt|scd|dcs [--data-dir ./data] [--recipe samplecnn|2019] [--dry-run]
   python build_dataset.py folder --raw-dir DIR --name NAME
   python build_dataset.py csv --csv FILE --name NAME
 """
 from absl import flags
 
 from samplecnn.cli import FLAGS, ProgressLine, UsageError, flag, format_seconds, run
+from samplecnn.recipes import DEFAULT_RECIPE
 
 DATASETS = ("mtt", "scd", "dcs", "folder", "csv")
 
@@ -26,13 +27,18 @@ flags.DEFINE_float("clip-seconds", None, "folder/csv: clip length; shorter clips
 flags.DEFINE_integer("segment-samples", None, "folder/csv: samples per segment (default 22050).", lower_bound=81)
 flags.DEFINE_float("val-fraction", None, "folder/csv: fraction of each class for validation (default 0.1).")
 flags.DEFINE_float("test-fraction", None, "folder/csv: fraction of each class for test (default 0.1).")
+flags.DEFINE_string("recipe", DEFAULT_RECIPE, "Recipe (samplecnn or 2019): samplecnn loops short clips, 2019 "
+                    "stretches them with np.repeat as the 2019 code did.")
+flags.DEFINE_boolean("dry-run", False, "Only index the raw files: print the clips per split, the classes and the "
+                     "failures found before decoding; decode and write nothing.")
 
 FAILURES_SHOWN = 5
 
 
 def main(argv):
-    from samplecnn.build import build_dataset
+    from samplecnn.build import build_dataset, index_dataset
     from samplecnn.datasets import LayoutError
+    from samplecnn.recipes import list_recipes
 
     if len(argv) != 2 or argv[1] not in DATASETS:
         raise UsageError(f"usage: build_dataset.py {{{'|'.join(DATASETS)}}} [options]; got {argv[1:]}")
@@ -48,7 +54,16 @@ def main(argv):
     if misplaced:
         raise UsageError(f"{', '.join(misplaced)} cannot be used with {dataset}: --csv goes with csv, --raw-dir with "
                          "folder (or overrides DATA_DIR/<name>/raw of mtt, scd, dcs), --name with folder and csv")
+    if flag("recipe") not in list_recipes():
+        raise UsageError(f"--recipe {flag('recipe')} is not registered; choose from {', '.join(list_recipes())}")
     raw_dir = flag("csv") if dataset == "csv" else flag("raw-dir")
+    if flag("dry-run"):
+        try:
+            name, raw_dir, index = index_dataset(dataset, data_dir=flag("data-dir"), raw_dir=raw_dir,
+                                                 name=flag("name"), seed=flag("seed"), **custom)
+        except (LayoutError, ValueError) as error:
+            raise UsageError(str(error)) from None
+        return report_index(name, raw_dir, index)
     line = ProgressLine()
 
     def progress(p):
@@ -60,10 +75,33 @@ def main(argv):
         manifest = build_dataset(dataset, data_dir=flag("data-dir"), raw_dir=raw_dir, name=flag("name"),
                                  workers=flag("workers"), sample_dtype=flag("sample-dtype"),
                                  overwrite=flag("overwrite"), seed=flag("seed"), progress=progress,
-                                 min_seconds=flag("min-seconds"), **custom)
+                                 min_seconds=flag("min-seconds"), recipe=flag("recipe"), **custom)
     except (LayoutError, ValueError) as error:
         raise UsageError(str(error)) from None
     return report(manifest)
+
+
+def print_failures(failures, what):
+    if failures:
+        print(f"{len(failures)} {what}, e.g.:")
+        for failure in failures[:FAILURES_SHOWN]:
+            print(f"  {failure['path']}: {failure['error']}")
+
+
+def report_index(name, raw_dir, index):
+    """Prints what a dry run found in the raw layout."""
+    from samplecnn.datasets.base import SPLITS
+
+    print(f"{name}: {len(index.clips)} clips with audio in {raw_dir} (dry run: nothing decoded or written)")
+    for note in index.notes:
+        print(f"note: {note}")
+    for split in SPLITS:
+        print(f"{split:>5}: {sum(clip.split == split for clip in index.clips)} clips")
+    print(f"{index.spec.num_classes} classes: {', '.join(index.spec.classes)}")
+    print_failures(index.failures, "failure(s) found before decoding (listed files without audio, unlisted files)")
+    if not index.failures:
+        print("no failures found before decoding")
+    return 0
 
 
 def report(manifest):
@@ -73,11 +111,7 @@ def report(manifest):
     for split, entry in manifest["splits"].items():
         print(f"{split:>5}: {entry['clips']} clips, {entry['segments']} segments, {len(entry['shards'])} shards")
     print(f"train mean {manifest['mean']:.6f}, std {manifest['std']:.6f}")
-    failures = manifest["failures"]
-    if failures:
-        print(f"{len(failures)} clip(s) skipped (listed in manifest.json 'failures'), e.g.:")
-        for failure in failures[:FAILURES_SHOWN]:
-            print(f"  {failure['path']}: {failure['error']}")
+    print_failures(manifest["failures"], "clip(s) skipped (listed in manifest.json 'failures')")
     empty = [split for split, entry in manifest["splits"].items() if entry["clips"] == 0]
     if empty:
         print(f"error: no clip was written for split(s) {', '.join(empty)}")

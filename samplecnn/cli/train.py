@@ -1,11 +1,12 @@
 """Trains a SampleCNN on a built data set.
 
-  python train.py DATASET [NAME] [--block se] [--multi] ...
+  python train.py DATASET [NAME] [--block se] [--multi] [--recipe samplecnn|2019] ...
   python train.py --resume log/20190424_213449-scd-se
 """
 from absl import flags
 
 from samplecnn.cli import UsageError, flag, run
+from samplecnn.recipes import DEFAULT_RECIPE
 
 flags.DEFINE_string("data-dir", "./data", "Data root holding DATA_DIR/<dataset>/tfrecord.")
 flags.DEFINE_string("log-dir", "./log", "Directory where to write event logs and models.")
@@ -20,7 +21,8 @@ flags.DEFINE_float("lr-decay", 0.2, "Learning rate decay rate between stages.")
 flags.DEFINE_float("dropout", 0.5, "Dropout rate.")
 flags.DEFINE_float("weight-decay", 0.0, "Weight decay (L2 on kernels).")
 flags.DEFINE_integer("num-stages", 5, "Number of stages to train.", lower_bound=1)
-flags.DEFINE_integer("patience", 2, "Stop training stage after #patiences.", lower_bound=1)
+flags.DEFINE_integer("patience", 2, "Stop training stage after #patiences: epochs in a row without a lower val loss "
+                     "(0 stops at the first such epoch, like 1).", lower_bound=0)
 flags.DEFINE_integer("num-readers", 8, "Number of TFRecord readers.", lower_bound=1)
 flags.DEFINE_integer("max-epochs", 100, "Maximum epochs per stage.", lower_bound=1)
 flags.DEFINE_integer("init-features", 128, "Channels of the first convolution.", lower_bound=1)
@@ -31,10 +33,12 @@ flags.DEFINE_boolean("mixed-precision", False, "bfloat16 compute on CPU, float16
 flags.DEFINE_boolean("tensorboard-images", False, "Draw the validation confusion matrix (single-label) or per-class "
                      "AUC bars (multi-label) into TensorBoard after every epoch (one extra pass over val).")
 flags.DEFINE_string("resume", None, "Continue the interrupted run in this run directory.")
+flags.DEFINE_string("recipe", DEFAULT_RECIPE, "Recipe (samplecnn or 2019, see the README): initializers, stages, "
+                    "shuffling, scores in the checkpoint name, weight-decay targets.")
 
 OPTIONS = ("data-dir", "log-dir", "block", "amplifying-ratio", "multi", "batch-size", "momentum", "lr", "lr-decay",
            "dropout", "weight-decay", "num-stages", "patience", "num-readers", "max-epochs", "init-features", "seed",
-           "strategy", "mixed-precision", "tensorboard-images")
+           "strategy", "mixed-precision", "tensorboard-images", "recipe")
 
 
 def main(argv):
@@ -43,6 +47,7 @@ def main(argv):
     from samplecnn import training
     from samplecnn.models import list_blocks
     from samplecnn.pipeline import DataError
+    from samplecnn.recipes import list_recipes
 
     logging.getLogger("samplecnn").setLevel(logging.INFO)
     try:
@@ -56,6 +61,9 @@ def main(argv):
                 raise UsageError(f"usage: train.py DATASET [NAME] [options]; got {argv[1:]}")
             if flag("block") not in list_blocks():
                 raise UsageError(f"--block {flag('block')} is not registered; choose from {', '.join(list_blocks())}")
+            if flag("recipe") not in list_recipes():
+                raise UsageError(f"--recipe {flag('recipe')} is not registered; "
+                                 f"choose from {', '.join(list_recipes())}")
             values = {k.replace("-", "_"): flag(k) for k in OPTIONS}
             try:
                 config = training.TrainConfig(dataset=argv[1], name=argv[2] if len(argv) == 3 else None, **values)
@@ -68,7 +76,8 @@ def main(argv):
     print(f"run directory: {run_dir}")
     print(f"final checkpoint: {run_dir / results['checkpoint']}")
     print(f"test ROC-AUC {test['roc_auc']:.4f}  PR-AUC {test['pr_auc']:.4f}  accuracy {test['accuracy']:.4f}  "
-          f"F1 {test['f1']:.4f}  micro F1 {test['f1_micro']:.4f}")
+          f"F1 {test['f1']:.4f}  micro F1 {test['f1_micro']:.4f}  2019 accuracy {test['accuracy_2019']:.4f}  "
+          f"2019 F1 {test['f1_2019']:.4f}")
     print(f"TensorBoard: tensorboard --logdir {run_dir / training.TENSORBOARD}")
     return 0
 

@@ -1,6 +1,7 @@
 """DCASE 2017 Task 4 weakly labelled sound events: 17 classes."""
 import pathlib
-import random
+
+import numpy as np
 
 from samplecnn.audio import is_audio_file
 from samplecnn.datasets.base import (MULTILABEL, Clip, DatasetIndex, DatasetSpec, LayoutError, register_indexer,
@@ -41,15 +42,17 @@ SPEC = register_spec(DatasetSpec(
 
 CSV_SPLITS = {"training": "train", "testing": "train", "evaluation": "test"}
 VAL_FRACTION = 0.1
+VAL_RANDOM_STATE = 123
+"""The 2019 code's validation split: per class, pandas ``sample(frac=0.1, random_state=123)``."""
 
 
 def csv_name(part):
     return f"groundtruth_weak_label_{part}_set.csv"
 
 
-def read_weak_labels(path):
-    """{file: set of labels} of a tab-separated ``file start end label`` CSV (LF or CRLF)."""
-    labels = {}
+def read_weak_label_rows(path):
+    """(file, label) of every row of a tab-separated ``file start end label`` CSV (LF or CRLF), in order."""
+    rows = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -59,8 +62,21 @@ def read_weak_labels(path):
                 f"{path}, line {number}: expected 4 tab-separated fields 'file start end label' with one "
                 f"of the {len(CLASSES)} DCASE 2017 Task 4 labels, got {line!r}. Download the ground-truth "
                 "CSVs again as the README shows.")
-        labels.setdefault(fields[0], set()).add(fields[3])
+        rows.append((fields[0], fields[3]))
+    return rows
+
+
+def labels_by_file(rows):
+    """{file: set of labels} of (file, label) rows."""
+    labels = {}
+    for name, label in rows:
+        labels.setdefault(name, set()).add(label)
     return labels
+
+
+def read_weak_labels(path):
+    """{file: set of labels} of a ground-truth CSV."""
+    return labels_by_file(read_weak_label_rows(path))
 
 
 def audio_files_by_name(raw_dir):
@@ -68,46 +84,46 @@ def audio_files_by_name(raw_dir):
     return {p.name[1:]: p for p in sorted(raw_dir.rglob("Y*")) if p.is_file() and is_audio_file(p)}
 
 
-def pick_validation(train_labels, seed):
-    """Seeded choice of about VAL_FRACTION of the files of each class for validation.
+def pick_validation(rows):
+    """The files of the 2019 code's validation split of the (file, label) rows of the
+    training and testing CSVs, in that order.
 
-    Rarest classes choose first, and single-label files are preferred, so that
-    multi-label files chosen for one class overshoot the others as little as possible.
+    For each class, the 2019 code took ``rows[rows.label == c].sample(frac=0.1,
+    random_state=123)``: pandas draws ``round(0.1 * n)`` of the class's n rows as the first
+    positions of ``numpy.random.RandomState(123).permutation(n)``. Every file of a drawn row
+    is a validation file. The draw is over all listed rows, whatever audio is present.
     """
-    rng, chosen = random.Random(seed), set()
-    by_class = {c: sorted(f for f, labels in train_labels.items() if c in labels) for c in CLASSES}
-    for label in sorted(CLASSES, key=lambda c: (len(by_class[c]), c)):
-        files = by_class[label]
-        wanted = round(VAL_FRACTION * len(files)) - sum(f in chosen for f in files)
-        candidates = [f for f in files if f not in chosen]
-        rng.shuffle(candidates)
-        candidates.sort(key=lambda f: len(train_labels[f]))
-        chosen.update(candidates[:max(0, wanted)])
+    chosen = set()
+    for label in CLASSES:
+        files = [name for name, row_label in rows if row_label == label]
+        picked = np.random.RandomState(VAL_RANDOM_STATE).permutation(len(files))[:round(VAL_FRACTION * len(files))]
+        chosen.update(files[i] for i in picked)
     return chosen
 
 
 @register_indexer("dcs")
-def index(raw_dir, seed=0):
+def index(raw_dir):
     """Clip table of the DCASE 2017 Task 4 download in ``raw_dir``.
 
-    The training and testing CSVs form the train split, of which about 10% of each
-    class goes to val (seeded); the evaluation CSV is the test split. Audio files are
-    found anywhere below ``raw_dir`` by their name with the leading 'Y'.
+    The training and testing CSVs form the train split, of which the files the 2019 code
+    chose go to val (:func:`pick_validation`: 46042 train and 5618 val clips on a full
+    download); the evaluation CSV is the test split (1103 clips). Listed clips without
+    audio are failures, and so are audio files that no CSV lists. Audio files are found
+    anywhere below ``raw_dir`` by their name with the leading 'Y'.
     """
     raw_dir = pathlib.Path(raw_dir)
-    tables = {part: read_weak_labels(require(raw_dir / csv_name(part), "DCASE 2017 Task 4 ground truth", "dcs"))
-              for part in CSV_SPLITS}
-    train_labels = {name: set(labels) for name, labels in tables["training"].items()}
-    for name, labels in tables["testing"].items():
-        train_labels.setdefault(name, set()).update(labels)
-    val = pick_validation(train_labels, seed)
+    rows = {part: read_weak_label_rows(require(raw_dir / csv_name(part), "DCASE 2017 Task 4 ground truth", "dcs"))
+            for part in CSV_SPLITS}
+    train_rows = rows["training"] + rows["testing"]
+    val = pick_validation(train_rows)
     audio = audio_files_by_name(raw_dir)
     if not audio:
         raise LayoutError(f"no audio files named Y*.wav below {raw_dir}: unzip the three DCASE 2017 Task 4 "
                           "audio archives there as the README shows.")
     clips, failures = [], []
-    for labels_by_file, default_split in ((train_labels, "train"), (tables["evaluation"], "test")):
-        for name, labels in sorted(labels_by_file.items()):
+    tables = ((labels_by_file(train_rows), "train"), (labels_by_file(rows["evaluation"]), "test"))
+    for labels_of, default_split in tables:
+        for name, labels in sorted(labels_of.items()):
             split = "val" if name in val else default_split
             if name not in audio:
                 failures.append({"path": str(raw_dir / f"Y{name}"), "split": split,
@@ -115,4 +131,7 @@ def index(raw_dir, seed=0):
                 continue
             ordered = tuple(c for c in CLASSES if c in labels)
             clips.append(Clip(name.rsplit(".", 1)[0], str(audio[name]), ordered, split))
+    listed = {name for labels_of, _ in tables for name in labels_of}
+    failures += [{"path": str(path), "split": None, "error": "audio file not listed in any ground-truth CSV; not used"}
+                 for name, path in sorted(audio.items()) if name not in listed]
     return DatasetIndex(SPEC, clips, failures=failures)

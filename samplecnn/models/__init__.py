@@ -1,6 +1,6 @@
 """SampleCNN model zoo: the builder, its config, and the block registry."""
 from samplecnn.models.blocks import get_block, list_blocks, register_block
-from samplecnn.models.initializers import FanInUniform
+from samplecnn.models.initializers import FanInUniform, SquaredFanInUniform
 from samplecnn.models.samplecnn import (
     EMBEDDING_LAYER,
     ModelConfig,
@@ -17,4 +17,5 @@ __all__ = [
     "get_block",
     "list_blocks",
     "register_block",
+    "SquaredFanInUniform",
 ]

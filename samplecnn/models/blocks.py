@@ -9,7 +9,8 @@ with plain ``keras.models.load_model``.
 import keras
 from keras import layers
 
-from samplecnn.models.initializers import FanInUniform
+from samplecnn.models.initializers import kernel_initializer
+from samplecnn.recipes import get_recipe
 
 _BLOCKS = {}
 
@@ -45,19 +46,21 @@ def get_block(name):
         ) from None
 
 
-def regularizer(config):
-    """L2 weight decay for kernels, or None when ``config.weight_decay`` is 0."""
-    return keras.regularizers.L2(config.weight_decay) if config.weight_decay else None
+def regularizer(config, role="conv"):
+    """L2 weight decay for a kernel of ``role`` when ``config``'s recipe decays that role
+    (samplecnn.recipes.ROLES), else None; None when ``config.weight_decay`` is 0."""
+    decayed = config.weight_decay and role in get_recipe(config.recipe).weight_decay_roles
+    return keras.regularizers.L2(config.weight_decay) if decayed else None
 
 
-def conv_bn(x, filters, config, name, kernel_size=3):
-    """Conv1D ('same' padding, paper initializer, weight decay) followed by BatchNorm."""
+def conv_bn(x, filters, config, name, kernel_size=3, role="conv"):
+    """Conv1D ('same' padding; the recipe's initializer and weight decay for ``role``) + BatchNorm."""
     x = layers.Conv1D(
         filters,
         kernel_size,
         padding="same",
-        kernel_initializer=FanInUniform(scale=2.0),
-        kernel_regularizer=regularizer(config),
+        kernel_initializer=kernel_initializer(config, role),
+        kernel_regularizer=regularizer(config, role),
         name=f"{name}_conv",
     )(x)
     return layers.BatchNormalization(name=f"{name}_bn")(x)
@@ -68,10 +71,10 @@ def squeeze_excitation(x, config, name):
     channels = x.shape[-1]
     hidden = max(1, int(round(channels * config.amplifying_ratio)))
     s = layers.GlobalAveragePooling1D(name=f"{name}_se_squeeze")(x)
-    s = layers.Dense(hidden, activation="relu", kernel_initializer=FanInUniform(scale=2.0),
-                     kernel_regularizer=regularizer(config), name=f"{name}_se_reduce")(s)
-    s = layers.Dense(channels, activation="sigmoid", kernel_initializer=FanInUniform(scale=1.0),
-                     kernel_regularizer=regularizer(config), name=f"{name}_se_expand")(s)
+    s = layers.Dense(hidden, activation="relu", kernel_initializer=kernel_initializer(config, "se_reduce"),
+                     kernel_regularizer=regularizer(config, "se_reduce"), name=f"{name}_se_reduce")(s)
+    s = layers.Dense(channels, activation="sigmoid", kernel_initializer=kernel_initializer(config, "se_expand"),
+                     kernel_regularizer=regularizer(config, "se_expand"), name=f"{name}_se_expand")(s)
     s = layers.Reshape((1, channels), name=f"{name}_se_reshape")(s)
     return layers.Multiply(name=f"{name}_se_scale")([x, s])
 
@@ -102,7 +105,7 @@ def residual_block(x, filters, config, name, num_convs, use_se):
     if use_se:
         x = squeeze_excitation(x, config, name)
     if shortcut.shape[-1] != filters:
-        shortcut = conv_bn(shortcut, filters, config, f"{name}_shortcut", kernel_size=1)
+        shortcut = conv_bn(shortcut, filters, config, f"{name}_shortcut", kernel_size=1, role="shortcut")
     x = layers.Add(name=f"{name}_add")([x, shortcut])
     x = layers.ReLU(name=f"{name}_relu")(x)
     return layers.MaxPooling1D(3, name=f"{name}_pool")(x)

@@ -5,7 +5,8 @@ import keras
 from keras import layers
 
 from samplecnn.models.blocks import get_block, regularizer
-from samplecnn.models.initializers import FanInUniform
+from samplecnn.models.initializers import kernel_initializer
+from samplecnn.recipes import DEFAULT_RECIPE, get_recipe
 
 MULTI_LEVEL_BLOCKS = 3
 """Multi-level aggregation concatenates the global max pools of this many last blocks."""
@@ -16,7 +17,11 @@ EMBEDDING_LAYER = "embedding"
 
 @dataclasses.dataclass
 class ModelConfig:
-    """Everything needed to rebuild a SampleCNN; stored in a run's config.json."""
+    """Everything needed to rebuild a SampleCNN; stored in a run's config.json.
+
+    ``recipe`` (samplecnn.recipes) chooses each kernel's initializer and which kernels get
+    ``weight_decay``.
+    """
 
     block: str = "se"
     multi: bool = False
@@ -27,6 +32,7 @@ class ModelConfig:
     weight_decay: float = 0.0
     num_classes: int = 50
     activation: str = "sigmoid"
+    recipe: str = DEFAULT_RECIPE
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -77,11 +83,12 @@ def build_samplecnn(config):
         raise ValueError(f"activation must be 'sigmoid' or 'softmax', got {config.activation!r}")
     if config.multi and config.num_blocks < MULTI_LEVEL_BLOCKS:
         raise ValueError(f"multi-level aggregation needs at least {MULTI_LEVEL_BLOCKS} blocks")
+    get_recipe(config.recipe)
     block = get_block(config.block)
     inputs = keras.Input(shape=(None, 1), name="audio")
     x = layers.Conv1D(config.init_features, 3, strides=3, padding="valid",
-                      kernel_initializer=FanInUniform(scale=1.0),
-                      kernel_regularizer=regularizer(config), name="conv0_conv")(inputs)
+                      kernel_initializer=kernel_initializer(config, "conv0"),
+                      kernel_regularizer=regularizer(config, "conv0"), name="conv0_conv")(inputs)
     x = layers.BatchNormalization(name="conv0_bn")(x)
     x = layers.ReLU(name="conv0_relu")(x)
 
@@ -96,11 +103,12 @@ def build_samplecnn(config):
     x = layers.Concatenate(name="multi_level")(pooled) if len(pooled) > 1 else pooled[0]
 
     width = x.shape[-1]
-    x = layers.Dense(width, kernel_initializer=FanInUniform(scale=2.0),
-                     kernel_regularizer=regularizer(config), name="head_dense")(x)
+    x = layers.Dense(width, kernel_initializer=kernel_initializer(config, "head"),
+                     kernel_regularizer=regularizer(config, "head"), name="head_dense")(x)
     x = layers.BatchNormalization(name="head_bn")(x)
     x = layers.ReLU(name=EMBEDDING_LAYER)(x)
     x = layers.Dropout(config.dropout, name="head_dropout")(x)
-    x = layers.Dense(config.num_classes, kernel_regularizer=regularizer(config), name="logits")(x)
+    x = layers.Dense(config.num_classes, kernel_initializer=kernel_initializer(config, "logits"),
+                     kernel_regularizer=regularizer(config, "logits"), name="logits")(x)
     outputs = layers.Activation(config.activation, dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name=f"samplecnn_{config.signature}")

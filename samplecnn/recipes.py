@@ -1,0 +1,110 @@
+"""Recipes: every choice in which a training set-up may differ from the 2019 code, in one place.
+
+A recipe is selected by name with ``--recipe NAME`` (train.py, build_dataset.py) or
+``recipe=NAME`` (ModelConfig, TrainConfig, build_model, build_dataset) and is recorded in
+config.json and manifest.json. ``2019`` is the code of Kim, Lee & Nam (JSTSP 2019,
+github.com/tae-jun/sampleaudio) choice by choice; ``samplecnn`` is this package's default.
+New recipes are added with :func:`register_recipe`.
+
+This module imports neither TensorFlow nor Keras: the dataset builder's workers use it.
+"""
+import dataclasses
+
+ROLES = ("conv0", "conv", "shortcut", "se_reduce", "se_expand", "head", "logits")
+"""Kernels a recipe chooses an initializer and weight decay for: the strided first convolution,
+the block convolutions, the 1x1 shortcut convolutions, the two squeeze-excitation dense
+layers, the head's hidden dense layer and the classifier."""
+
+CONV_ROLES = frozenset({"conv0", "conv", "shortcut"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """The choices of one recipe.
+
+    initializers: role -> name in ``samplecnn.models.initializers.INITIALIZERS``.
+    weight_decay_roles: the kernels that get ``--weight-decay`` as L2.
+    best_per_stage: True: every stage starts with best val loss = inf, so its first epoch
+        always replaces best.h5 and the final model is the best epoch of the last stage;
+        False: one best over the whole run.
+    shuffle_shards: True: train shards in a new order every pass, read interleaved;
+        False: shards read one after another in a fixed order.
+    shuffle_segments: the segment shuffle buffer.
+    checkpoint_scores: the results keys of the ``final-auc_..-acc_..-f1_..`` name.
+    padding: how clips shorter than the clip length are filled (``samplecnn.audio.PADDINGS``).
+    """
+
+    name: str
+    summary: str
+    initializers: dict
+    weight_decay_roles: frozenset
+    best_per_stage: bool
+    shuffle_shards: bool
+    shuffle_segments: int
+    checkpoint_scores: tuple
+    padding: str
+
+    def __post_init__(self):
+        if set(self.initializers) != set(ROLES):
+            raise ValueError(f"recipe {self.name!r} must choose an initializer for each of {ROLES}")
+        if not set(self.weight_decay_roles) <= set(ROLES):
+            raise ValueError(f"recipe {self.name!r}: weight decay roles must be among {ROLES}")
+
+
+_RECIPES = {}
+
+DEFAULT_RECIPE = "samplecnn"
+
+
+def register_recipe(recipe):
+    """Makes ``recipe`` selectable by its name; returns it."""
+    if recipe.name in _RECIPES and _RECIPES[recipe.name] != recipe:
+        raise ValueError(f"a recipe named {recipe.name!r} is already registered; choose another name")
+    _RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def list_recipes():
+    return sorted(_RECIPES)
+
+
+def get_recipe(name):
+    try:
+        return _RECIPES[name]
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}; registered recipes: {', '.join(list_recipes())}") from None
+
+
+OUR_SCORES = ("roc_auc", "accuracy", "f1")
+SCORES_2019 = ("roc_auc", "accuracy_2019", "f1_2019")
+
+register_recipe(Recipe(
+    name="2019",
+    summary="the 2019 code: k*c_in^2 fan-in uniform block convs and glorot elsewhere, best.h5 restarted every "
+            "stage, fixed shard order with a 10000-segment buffer, 2019 scores, L2 on convs only, np.repeat padding",
+    initializers={"conv0": "squared_fan_in_uniform_1", "conv": "squared_fan_in_uniform_2",
+                  "shortcut": "glorot_uniform", "se_reduce": "glorot_uniform", "se_expand": "glorot_uniform",
+                  "head": "glorot_uniform", "logits": "glorot_uniform"},
+    weight_decay_roles=CONV_ROLES,
+    best_per_stage=True,
+    shuffle_shards=False,
+    shuffle_segments=10000,
+    checkpoint_scores=SCORES_2019,
+    padding="repeat",
+))
+
+register_recipe(Recipe(
+    name="samplecnn",
+    summary="He uniform convs and dense layers, one best checkpoint over all stages, shards reshuffled every pass "
+            "with a 2048-segment buffer, top-1 accuracy and macro F1 for single-label sets, L2 on every kernel, "
+            "clips looped",
+    initializers={"conv0": "fan_in_uniform_1", "conv": "fan_in_uniform_2", "shortcut": "fan_in_uniform_2",
+                  "se_reduce": "fan_in_uniform_2", "se_expand": "fan_in_uniform_1", "head": "fan_in_uniform_2",
+                  "logits": "glorot_uniform"},
+    weight_decay_roles=frozenset(ROLES),
+    best_per_stage=False,
+    shuffle_shards=True,
+    shuffle_segments=2048,
+    checkpoint_scores=OUR_SCORES,
+    padding="loop",
+))
