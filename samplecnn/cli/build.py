@@ -29,7 +29,7 @@ FAILURES_SHOWN = 5
 
 
 def main(argv):
-    from samplecnn.build import build_dataset
+    from samplecnn.build import BuildLocked, build_dataset
     from samplecnn.datasets import LayoutError
 
     if len(argv) != 2 or argv[1] not in DATASETS:
@@ -58,9 +58,13 @@ def main(argv):
         manifest = build_dataset(dataset, data_dir=flag("data-dir"), raw_dir=raw_dir, name=flag("name"),
                                  workers=flag("workers"), sample_dtype=flag("sample-dtype"),
                                  overwrite=flag("overwrite"), seed=flag("seed"), progress=progress, **custom)
-    except (LayoutError, ValueError) as error:
+    except (LayoutError, ValueError, BuildLocked) as error:
         raise UsageError(str(error)) from None
     return report(manifest)
+
+
+def resume_hint(interrupt):
+    return "finished shards are kept: run the same command again to resume"
 
 
 def report(manifest):
