@@ -5,7 +5,7 @@
 """
 from absl import flags
 
-from samplecnn.cli import UsageError, flag, run
+from samplecnn.cli import FLAGS, UsageError, flag, run
 
 flags.DEFINE_string("data-dir", "./data", "Data root holding DATA_DIR/<dataset>/tfrecord.")
 flags.DEFINE_string("log-dir", "./log", "Directory where to write event logs and models.")
@@ -45,9 +45,10 @@ def main(argv):
     logging.getLogger("samplecnn").setLevel(logging.INFO)
     try:
         if flag("resume"):
-            if len(argv) > 1:
+            given = [*argv[1:], *(f"--{name}" for name in OPTIONS if FLAGS[name].present)]
+            if given:
                 raise UsageError("--resume takes its data set and options from the run's config.json; "
-                                 f"drop {argv[1:]}")
+                                 f"drop {' '.join(given)}")
             run_dir, results = training.resume(flag("resume"))
         else:
             if len(argv) not in (2, 3):
@@ -57,7 +58,7 @@ def main(argv):
             values = {k.replace("-", "_"): flag(k) for k in OPTIONS}
             config = training.TrainConfig(dataset=argv[1], name=argv[2] if len(argv) == 3 else None, **values)
             run_dir, results = training.train(config)
-    except (DataError, FileNotFoundError, training.TrainingDiverged) as error:
+    except (DataError, FileNotFoundError, training.TrainingDiverged, training.RunDirectoryError) as error:
         raise UsageError(str(error)) from None
     test = results["test"]
     print(f"run directory: {run_dir}")
@@ -66,6 +67,11 @@ def main(argv):
           f"F1 {test['f1']:.4f}  micro F1 {test['f1_micro']:.4f}")
     print(f"TensorBoard: tensorboard --logdir {run_dir / training.TENSORBOARD}")
     return 0
+
+
+def resume_hint(interrupt):
+    run_dir = getattr(interrupt, "run_dir", None)
+    return f"continue with: python train.py --resume {run_dir}" if run_dir else "no run directory was made yet"
 
 
 def run_cli():
