@@ -2,10 +2,12 @@
 
 Decoding stays in-process with libsndfile (wav, flac, ogg, mp3) and soxr resampling, the
 fastest path measured (bench/README.md); other formats (m4a, aac, webm, ...) go through
-one ffmpeg process per file.
+one ffmpeg process per file. ``decode`` returns a whole file; ``decode_blocks`` streams a
+long one in blocks, so that memory does not grow with its length.
 """
 import pathlib
 import subprocess
+import tempfile
 
 import numpy as np
 import soundfile
@@ -29,11 +31,7 @@ def decode(path, sample_rate):
 
     Raises AudioDecodeError with the reason when the file is missing, empty or unreadable.
     """
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise AudioDecodeError(f"audio file not found: {path}")
-    if path.stat().st_size == 0:
-        raise AudioDecodeError(f"empty file (0 bytes): {path}")
+    path = _existing_file(path)
     try:
         audio, source_rate = soundfile.read(path, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
@@ -41,6 +39,47 @@ def decode(path, sample_rate):
     if audio.size == 0:
         raise AudioDecodeError(f"no audio samples in {path}")
     return conform(audio, source_rate, sample_rate)
+
+
+BLOCK_SECONDS = 10.0
+"""Length of the blocks of decode_blocks: large enough that per-block overhead vanishes."""
+
+
+def decode_blocks(path, sample_rate, block_seconds=BLOCK_SECONDS):
+    """Yields the mono float32 samples of ``path`` at ``sample_rate`` in blocks of about
+    ``block_seconds``: libsndfile reads block by block through a streaming soxr resampler,
+    other formats come through an ffmpeg pipe. Raises AudioDecodeError like ``decode``."""
+    path = _existing_file(path)
+    try:
+        source = soundfile.SoundFile(path)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
+        yield from _ffmpeg_blocks(path, sample_rate, block_seconds)
+        return
+    with source:
+        resampler = (soxr.ResampleStream(source.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
+                     if source.samplerate != sample_rate else None)
+        samples = 0
+        try:
+            for block in source.blocks(int(block_seconds * source.samplerate), dtype="float32", always_2d=True):
+                mono = conform(block, source.samplerate, source.samplerate)
+                samples += mono.size
+                yield resampler.resample_chunk(mono) if resampler else mono
+        except (soundfile.LibsndfileError, RuntimeError) as error:
+            raise AudioDecodeError(f"cannot decode {path}: {error}") from None
+        if samples == 0:
+            raise AudioDecodeError(f"no audio samples in {path}")
+        if resampler:
+            yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+
+
+def _existing_file(path):
+    """``path`` as a Path; AudioDecodeError when it is missing or empty."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise AudioDecodeError(f"audio file not found: {path}")
+    if path.stat().st_size == 0:
+        raise AudioDecodeError(f"empty file (0 bytes): {path}")
+    return path
 
 
 def conform(audio, source_rate, sample_rate):
@@ -53,21 +92,56 @@ def conform(audio, source_rate, sample_rate):
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
+def _ffmpeg_command(path, sample_rate):
+    """ffmpeg writing mono float32 samples at ``sample_rate`` of ``path`` to stdout."""
+    return ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-vn", "-ac", "1",
+            "-ar", str(sample_rate), "-f", "f32le", "-"]
+
+
+def _ffmpeg_missing(path):
+    return AudioDecodeError(f"cannot decode {path}: libsndfile does not read this format and ffmpeg is not "
+                            "installed (apt-get install ffmpeg)")
+
+
+def _ffmpeg_failure(path, stderr):
+    reason = stderr.decode(errors="replace").strip().splitlines()
+    return AudioDecodeError(f"cannot decode {path}: {reason[-1] if reason else 'no audio stream'}")
+
+
 def _decode_with_ffmpeg(path, sample_rate):
-    command = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-vn", "-ac", "1",
-               "-ar", str(sample_rate), "-f", "f32le", "-"]
     try:
-        result = subprocess.run(command, capture_output=True, check=False)
+        result = subprocess.run(_ffmpeg_command(path, sample_rate), capture_output=True, check=False)
     except FileNotFoundError:
-        raise AudioDecodeError(
-            f"cannot decode {path}: libsndfile does not read this format and ffmpeg is not "
-            "installed (apt-get install ffmpeg)") from None
+        raise _ffmpeg_missing(path) from None
     audio = np.frombuffer(result.stdout, dtype="<f4")
     if result.returncode != 0 or audio.size == 0:
-        reason = result.stderr.decode(errors="replace").strip().splitlines()
-        reason = reason[-1] if reason else "no audio stream"
-        raise AudioDecodeError(f"cannot decode {path}: {reason}")
+        raise _ffmpeg_failure(path, result.stderr)
     return audio.astype(np.float32)
+
+
+def _ffmpeg_blocks(path, sample_rate, block_seconds):
+    """The samples of an ffmpeg pipe in blocks; the process is ended if the caller stops early."""
+    block_bytes = 4 * int(block_seconds * sample_rate)
+    with tempfile.TemporaryFile() as errors:  # a file, not a pipe: ffmpeg never blocks on its messages
+        try:
+            process = subprocess.Popen(_ffmpeg_command(path, sample_rate), stdout=subprocess.PIPE, stderr=errors)
+        except FileNotFoundError:
+            raise _ffmpeg_missing(path) from None
+        samples, finished = 0, False
+        try:
+            while data := process.stdout.read(block_bytes):
+                block = np.frombuffer(data[:len(data) - len(data) % 4], dtype="<f4").astype(np.float32)
+                samples += block.size
+                yield block
+            finished = True
+        finally:
+            process.stdout.close()
+            if not finished:
+                process.kill()
+            process.wait()
+        if process.returncode != 0 or samples == 0:
+            errors.seek(0)
+            raise _ffmpeg_failure(path, errors.read())
 
 
 def loop_pad(audio, length):
