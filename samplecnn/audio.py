@@ -3,9 +3,13 @@
 Decoding stays in-process with libsndfile (wav, flac, ogg, mp3) and soxr resampling, the
 fastest path measured (bench/README.md); other formats (m4a, aac, webm, ...) go through
 ffmpeg (ffmpeg-python). Either way every channel is decoded and mixed down the same way.
+``decode`` returns a whole file; ``decode_blocks`` streams a long one in blocks, so that
+memory does not grow with its length.
 """
 import pathlib
 import struct
+import subprocess
+import tempfile
 
 import ffmpeg
 import numpy as np
@@ -30,11 +34,7 @@ def decode(path, sample_rate):
 
     Raises AudioDecodeError with the reason when the file is missing, empty or unreadable.
     """
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise AudioDecodeError(f"audio file not found: {path}")
-    if path.stat().st_size == 0:
-        raise AudioDecodeError(f"empty file (0 bytes): {path}")
+    path = _existing_file(path)
     try:
         audio, source_rate = soundfile.read(path, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
@@ -96,6 +96,48 @@ def _flac_frames(f, rest):
     return total or None
 
 
+BLOCK_SECONDS = 10.0
+"""Length of the blocks of decode_blocks: large enough that per-block overhead vanishes."""
+
+
+def decode_blocks(path, sample_rate, block_seconds=BLOCK_SECONDS):
+    """Yields the mono float32 samples of ``path`` at ``sample_rate`` in blocks of about
+    ``block_seconds``: libsndfile reads block by block through a streaming soxr resampler,
+    other formats come through an ffmpeg pipe. Raises AudioDecodeError like ``decode``."""
+    path = _existing_file(path)
+    try:
+        source = soundfile.SoundFile(path)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
+        yield from _ffmpeg_blocks(path, sample_rate, block_seconds)
+        return
+    with source:
+        resampler = (soxr.ResampleStream(source.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
+                     if source.samplerate != sample_rate else None)
+        samples = 0
+        try:
+            for block in source.blocks(int(block_seconds * source.samplerate), dtype="float32", always_2d=True):
+                mono = conform(block, source.samplerate, source.samplerate)
+                samples += mono.size
+                yield resampler.resample_chunk(mono) if resampler else mono
+        except (soundfile.LibsndfileError, RuntimeError) as error:
+            raise AudioDecodeError(f"cannot decode {path}: {error}") from None
+        if samples == 0:
+            raise AudioDecodeError(f"no audio samples in {path}")
+        check_complete(path, samples)
+        if resampler:
+            yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+
+
+def _existing_file(path):
+    """``path`` as a Path; AudioDecodeError when it is missing or empty."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise AudioDecodeError(f"audio file not found: {path}")
+    if path.stat().st_size == 0:
+        raise AudioDecodeError(f"empty file (0 bytes): {path}")
+    return path
+
+
 def conform(audio, source_rate, sample_rate):
     """Mono float32 at ``sample_rate`` of samples (frames, or frames x channels) at ``source_rate``."""
     audio = np.asarray(audio, dtype=np.float32)
@@ -106,26 +148,80 @@ def conform(audio, source_rate, sample_rate):
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
-def _decode_with_ffmpeg(path):
-    """(frames x channels, source rate) of the first audio stream, through ffmpeg, for the
-    same downmix (channel mean) and resampler as libsndfile's formats: ffmpeg's own ``-ac 1``
-    would mix stereo as (L + R) / sqrt(2), 3 dB louder than (L + R) / 2."""
+def _ffmpeg_stream(path):
+    """(ffmpeg command writing every channel of the first audio stream as float32 at its own
+    rate to stdout, channels, source rate). Decoding at the source rate and mixing down here
+    keeps one downmix (channel mean) and one resampler for all formats: ffmpeg's own
+    ``-ac 1`` would mix stereo as (L + R) / sqrt(2), 3 dB louder than (L + R) / 2."""
     try:
         streams = ffmpeg.probe(str(path), select_streams="a:0")["streams"]
-        if not streams:
-            raise AudioDecodeError(f"cannot decode {path}: no audio stream")
-        channels, source_rate = int(streams[0]["channels"]), int(streams[0]["sample_rate"])
-        stdout, _ = (ffmpeg.input(str(path)).output("pipe:", map="0:a:0", format="f32le", ac=channels, ar=source_rate)
-                     .global_args("-nostdin", "-v", "error").run(capture_stdout=True, capture_stderr=True))
     except FileNotFoundError:
-        raise AudioDecodeError(
-            f"cannot decode {path}: libsndfile does not read this format and ffmpeg is not "
-            "installed (apt-get install ffmpeg)") from None
+        raise _ffmpeg_missing(path) from None
     except ffmpeg.Error as error:
-        reason = (error.stderr or b"").decode(errors="replace").strip().splitlines()
-        raise AudioDecodeError(f"cannot decode {path}: {reason[-1] if reason else 'no audio stream'}") from None
-    audio = np.frombuffer(stdout, dtype="<f4")
-    return audio[: audio.size - audio.size % channels].reshape(-1, channels), source_rate
+        raise _ffmpeg_failure(path, error.stderr or b"") from None
+    if not streams:
+        raise AudioDecodeError(f"cannot decode {path}: no audio stream")
+    channels, source_rate = int(streams[0]["channels"]), int(streams[0]["sample_rate"])
+    command = (ffmpeg.input(str(path)).output("pipe:", map="0:a:0", format="f32le", ac=channels, ar=source_rate)
+               .global_args("-nostdin", "-v", "error").compile())
+    return command, channels, source_rate
+
+
+def _ffmpeg_missing(path):
+    return AudioDecodeError(f"cannot decode {path}: libsndfile does not read this format and ffmpeg is not "
+                            "installed (apt-get install ffmpeg)")
+
+
+def _ffmpeg_failure(path, stderr):
+    reason = stderr.decode(errors="replace").strip().splitlines()
+    return AudioDecodeError(f"cannot decode {path}: {reason[-1] if reason else 'no audio stream'}")
+
+
+def _frames(data, channels):
+    audio = np.frombuffer(data[:len(data) - len(data) % (4 * channels)], dtype="<f4")
+    return audio.reshape(-1, channels)
+
+
+def _decode_with_ffmpeg(path):
+    """(frames x channels, source rate) of the first audio stream, through ffmpeg."""
+    command, channels, source_rate = _ffmpeg_stream(path)
+    try:
+        result = subprocess.run(command, capture_output=True, check=False)
+    except FileNotFoundError:
+        raise _ffmpeg_missing(path) from None
+    if result.returncode != 0:
+        raise _ffmpeg_failure(path, result.stderr)
+    return _frames(result.stdout, channels), source_rate
+
+
+def _ffmpeg_blocks(path, sample_rate, block_seconds):
+    """The samples of an ffmpeg pipe in blocks; the process is ended if the caller stops early."""
+    command, channels, source_rate = _ffmpeg_stream(path)
+    resampler = (soxr.ResampleStream(source_rate, sample_rate, 1, dtype="float32", quality="HQ")
+                 if source_rate != sample_rate else None)
+    block_bytes = 4 * channels * int(block_seconds * source_rate)
+    with tempfile.TemporaryFile() as errors:  # a file, not a pipe: ffmpeg never blocks on its messages
+        try:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors)
+        except FileNotFoundError:
+            raise _ffmpeg_missing(path) from None
+        samples, finished = 0, False
+        try:
+            while data := process.stdout.read(block_bytes):
+                block = conform(_frames(data, channels), source_rate, source_rate)
+                samples += block.size
+                yield resampler.resample_chunk(block) if resampler else block
+            finished = True
+        finally:
+            process.stdout.close()
+            if not finished:
+                process.kill()
+            process.wait()
+        if process.returncode != 0 or samples == 0:
+            errors.seek(0)
+            raise _ffmpeg_failure(path, errors.read())
+        if resampler:
+            yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)
 
 
 def loop_pad(audio, length):

@@ -21,6 +21,9 @@ import os
 import pathlib
 import random
 import shutil
+import signal
+import socket
+import threading
 import time
 
 import numpy as np
@@ -31,6 +34,7 @@ from samplecnn.recipes import DEFAULT_RECIPE, get_recipe
 
 MANIFEST = "manifest.json"
 STATE_DIR = ".build"
+LOCK = ".build.lock"
 VERSION = "0.1.0"
 
 
@@ -157,6 +161,79 @@ class ShardAssembler:
         self.writer.__exit__(KeyboardInterrupt, None, None)
 
 
+class BuildLocked(Exception):
+    """Another build is writing the same output folder."""
+
+
+def _process_start(pid):
+    """Start time of process ``pid`` (clock ticks since boot, Linux), or None where unknown:
+    tells a live holder from an unrelated process that reuses its pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _running(pid, start):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        pass
+    return start is None or _process_start(pid) in (start, None)
+
+
+class BuildLock:
+    """A lock file in the output folder naming the build that holds it (pid, host, start).
+
+    A second build into the same folder is refused with BuildLocked while the holder runs;
+    a lock left by a build that was killed (its process is gone) is stale and taken over.
+    On another host the holder cannot be checked, so its lock is only ever reported.
+    """
+
+    def __init__(self, out_dir):
+        self.path = pathlib.Path(out_dir) / LOCK
+        pid = os.getpid()
+        self.holder = {"pid": pid, "host": socket.gethostname(), "start": _process_start(pid),
+                       "since": datetime.datetime.now().isoformat(timespec="seconds")}
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{LOCK}-{os.getpid()}")  # not *.tmp-*: the holder deletes those
+        tmp.write_text(json.dumps(self.holder))
+        try:
+            for _ in range(2):
+                try:
+                    os.link(tmp, self.path)  # atomic: fails if a lock exists, never shows a half-written one
+                    return self
+                except FileExistsError:
+                    self._remove_if_stale()
+            raise BuildLocked(f"{self.path.parent} is being written by another build; wait for it to finish")
+        finally:
+            tmp.unlink()
+
+    def _remove_if_stale(self):
+        try:
+            holder = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError):
+            holder = {}
+        if holder.get("host") == self.holder["host"] and not _running(holder["pid"], holder.get("start")):
+            self.path.unlink(missing_ok=True)
+            return
+        who = f"pid {holder['pid']} on {holder['host']}" if holder else "an unknown process"
+        raise BuildLocked(f"{self.path.parent} is being written by another build ({who}, since "
+                          f"{holder.get('since', '?')}); wait for it to finish, or delete {self.path} if no such "
+                          "build is running")
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+        return False
+
+
 def min_clip_samples(spec, min_seconds=None):
     """Samples below which a clip is skipped: ``min_seconds``, by default a tenth of the clip."""
     if min_seconds is None:
@@ -238,13 +315,14 @@ def run_tasks(tasks, workers, on_done):
             on_done(task, *encode_chunk(task))
         return
     # spawn: workers never inherit a parent's TensorFlow threads, and stay small.
-    pool = concurrent.futures.ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context("spawn"))
+    pool = concurrent.futures.ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context("spawn"),
+                                                  initializer=_worker_setup, initargs=(os.getpid(),))
     in_flight = {}
     try:
         while queue or in_flight:
             while queue and len(in_flight) < 2 * (workers - 1):
                 task = queue.popleft()
-                in_flight[pool.submit(encode_chunk, task)] = task
+                in_flight[_submit(pool, task)] = task
             finished = [future for future in in_flight if future.done()]
             for future in finished:
                 on_done(in_flight.pop(future), *future.result())
@@ -259,17 +337,49 @@ def run_tasks(tasks, workers, on_done):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _submit(pool, task):
+    """``pool.submit(encode_chunk, task)`` with Ctrl-C held back meanwhile. Workers start in
+    submit and inherit the blocked signal, so Ctrl-C is the parent's alone to handle (it
+    stops the pool; no worker prints a traceback, not even while starting up); the parent
+    gets a Ctrl-C of that moment right after."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return pool.submit(encode_chunk, task)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _worker_setup(parent):
+    """Runs first in every worker: a worker whose parent is killed exits instead of waiting
+    for work forever, which also lets the resource tracker end."""
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+
+
+def _exit_when_orphaned(parent, interval=0.5):
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
+
+
 def build_from_index(index, out_dir, dataset, workers=None, sample_dtype="int16", overwrite=False, seed=0,
                      progress=None, options=None, min_seconds=None, recipe=DEFAULT_RECIPE):
     """Writes the shards and manifest of ``index`` to ``out_dir``; returns the manifest.
 
     Clips shorter than ``min_seconds`` (default: a tenth of the clip length) are skipped
-    and listed as failures; ``recipe`` chooses how short clips are padded (samplecnn.recipes)."""
+    and listed as failures; ``recipe`` chooses how short clips are padded (samplecnn.recipes).
+    Raises BuildLocked while another build writes ``out_dir``."""
     out_dir = pathlib.Path(out_dir)
     records.to_pcm(np.zeros(1, np.float32), sample_dtype)  # validates sample_dtype early
     min_samples = min_clip_samples(index.spec, min_seconds)
     padding = get_recipe(recipe).padding
     shards = plan_shards(index, out_dir, sample_dtype, seed, padding, min_samples)
+    options = {**(options or {}), "min_seconds": min_samples / index.spec.sample_rate}
+    with BuildLock(out_dir):
+        return _write_shards(index, shards, out_dir, dataset, workers, sample_dtype, overwrite, seed, progress,
+                             options, recipe)
+
+
+def _write_shards(index, shards, out_dir, dataset, workers, sample_dtype, overwrite, seed, progress, options, recipe):
     prepare_output(out_dir, fingerprint(shards, index.spec), overwrite)
     todo = [shard for shard in shards if not pathlib.Path(shard.sidecar).exists()]
     by_path = {shard.path: shard for shard in todo}
@@ -294,9 +404,8 @@ def build_from_index(index, out_dir, dataset, workers=None, sample_dtype="int16"
     finally:
         for assembler in open_shards.values():
             assembler.abandon()
-    options = {**(options or {}), "min_seconds": min_samples / index.spec.sample_rate}
     manifest = assemble_manifest(index, shards, dataset, sample_dtype, seed, options)
-    manifest.update(recipe=recipe, padding=padding)
+    manifest.update(recipe=recipe, padding=get_recipe(recipe).padding)
     records.write_text_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 

@@ -1,7 +1,9 @@
 """Writing predictions and embeddings: CSV, JSON, ARFF (Weka) and NPY."""
 import csv
 import json
+import os
 import pathlib
+import urllib.parse
 
 import numpy as np
 
@@ -16,6 +18,19 @@ def check_suffix(path, formats, option):
     return suffix
 
 
+def check_writable(path, option):
+    """Raises ValueError unless ``path`` can be written: its folder exists and is writable,
+    and it is not itself a folder. Called before any work so that none is lost at the end."""
+    path = pathlib.Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(f"{option} {path}: the folder {folder} does not exist; create it or choose another path")
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give a file name")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"{option} {path}: no permission to write there; choose a writable folder")
+
+
 def write_predictions(path, predictions, classes, top_k, failures=()):
     """One row per file or window: path, start, end, the top classes, every class's probability."""
     suffix = check_suffix(path, PREDICTION_FORMATS, "--output")
@@ -26,9 +41,10 @@ def write_predictions(path, predictions, classes, top_k, failures=()):
                      "top": [[classes[i], float(p.scores[i])] for i in order],
                      "scores": {c: float(s) for c, s in zip(classes, p.scores)}})
     if suffix == ".json":
-        pathlib.Path(path).write_text(json.dumps({"predictions": rows, "failures": list(failures)}, indent=1))
+        pathlib.Path(path).write_text(json.dumps({"predictions": rows, "failures": list(failures)}, indent=1),
+                                      encoding="utf-8")
         return
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "start", "end", "top_classes", *classes])
         for r in rows:
@@ -36,8 +52,15 @@ def write_predictions(path, predictions, classes, top_k, failures=()):
             writer.writerow([r["path"], r["start"], r["end"], top, *(f"{r['scores'][c]:.6f}" for c in classes)])
 
 
+ARFF_SAFE = "/()[]+=@!$&;:"
+"""Characters kept as they are in ARFF names and labels besides letters, digits and ``_.-~``."""
+
+
 def _arff_quote(value):
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """``value`` percent-encoded (UTF-8, as in URLs) and quoted: ARFF readers differ on escapes
+    and scipy reads only ASCII, so quotes, backslashes, commas, spaces and non-ASCII characters
+    are written as %XX; ``urllib.parse.unquote`` gives the original back."""
+    return "'" + urllib.parse.quote(str(value), safe=ARFF_SAFE) + "'"
 
 
 def write_embeddings(path, rows, labels=None, relation="samplecnn"):
@@ -66,7 +89,7 @@ def write_embeddings(path, rows, labels=None, relation="samplecnn"):
         np.save(path, table)
         return
     if suffix == ".csv":
-        with open(path, "w", newline="") as f:
+        with open(path, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["name", "timeStamp", "end", *columns, *(["class"] if labels is not None else [])])
             for i, r in enumerate(rows):
@@ -85,4 +108,4 @@ def write_embeddings(path, rows, labels=None, relation="samplecnn"):
         if labels is not None:
             values.append(_arff_quote(labels[i]))
         lines.append(",".join(values))
-    pathlib.Path(path).write_text("\n".join(lines) + "\n")
+    pathlib.Path(path).write_text("\n".join(lines) + "\n", encoding="ascii")

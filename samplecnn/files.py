@@ -1,9 +1,11 @@
 """Turning command-line inputs (files, folders, archives) into a list of audio files."""
 import dataclasses
 import pathlib
+import shutil
 import tarfile
 import tempfile
 import zipfile
+import zlib
 
 from samplecnn.audio import is_audio_file
 
@@ -30,17 +32,53 @@ def is_archive(path):
     return str(path).lower().endswith(ARCHIVE_SUFFIXES)
 
 
+ARCHIVE_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError)
+"""What reading a broken archive raises: bad headers, truncated or corrupt compressed data."""
+
+
 def _extract(archive, destination):
-    """Extracts ``archive`` into ``destination`` and returns the audio files, sorted."""
+    """Extracts the audio members of ``archive``, each into a folder of its own below
+    ``destination``; returns ([(path, member name)], [(member name, why it failed)]).
+
+    A member that cannot be read (bad CRC, truncated data) fails alone: the members before
+    it, and in a zip the members after it, are still extracted.
+    """
+    extracted, failed = [], []
+
+    def extract(name, unpack):
+        folder = pathlib.Path(tempfile.mkdtemp(dir=destination))
+        try:
+            unpack(folder)
+        except Exception:
+            shutil.rmtree(folder)  # a partial file is never used
+            raise
+        (path,) = (p for p in folder.rglob("*") if p.is_file())
+        extracted.append((path, path.relative_to(folder).as_posix()))
+
     if str(archive).lower().endswith(".zip"):
         with zipfile.ZipFile(archive) as z:
-            members = [m for m in z.namelist() if is_audio_file(m) and not m.endswith("/")]
-            z.extractall(destination, members)
-    else:
-        with tarfile.open(archive) as t:
-            members = [m for m in t.getmembers() if m.isfile() and is_audio_file(m.name)]
-            t.extractall(destination, members, filter="data")
-    return sorted(p for p in pathlib.Path(destination).rglob("*") if p.is_file())
+            for name in z.namelist():
+                if is_audio_file(name) and not name.endswith("/"):
+                    try:
+                        extract(name, lambda folder: z.extract(name, folder))
+                    except (*ARCHIVE_ERRORS, NotImplementedError, RuntimeError) as error:  # RuntimeError: encrypted
+                        failed.append((name, f"cannot extract: {error}"))
+        return extracted, failed
+    with tarfile.open(archive) as t:
+        reading = None  # the member whose data is being read
+        try:
+            for member in t:
+                if member.isfile() and is_audio_file(member.name):
+                    reading = member.name
+                    try:
+                        extract(member.name, lambda folder: t.extract(member, folder, filter="data"))
+                    except tarfile.FilterError as error:
+                        failed.append((member.name, f"refused: {error}"))
+                    reading = None
+        except ARCHIVE_ERRORS as error:  # nothing after this point can be read
+            failed.append((reading, f"archive is truncated or corrupt {'here' if reading else 'after the members read'}"
+                                    f": {error}"))
+    return extracted, failed
 
 
 def expand_inputs(inputs, scratch):
@@ -54,16 +92,18 @@ def expand_inputs(inputs, scratch):
                 found.failures.append({"path": str(item), "error": "folder holds no audio files"})
             found.files.extend(files)
         elif is_archive(item) and item.is_file():
-            destination = tempfile.mkdtemp(dir=scratch)
             try:
-                files = _extract(item, destination)
-            except (zipfile.BadZipFile, tarfile.TarError, OSError) as error:
+                extracted, failed = _extract(item, tempfile.mkdtemp(dir=scratch))
+            except ARCHIVE_ERRORS as error:
                 found.failures.append({"path": str(item), "error": f"cannot read archive: {error}"})
                 continue
-            if not files:
+            found.failures.extend({"path": f"{item}/{name}" if name else str(item), "error": error}
+                                  for name, error in failed)
+            if not extracted and not failed:
                 found.failures.append({"path": str(item), "error": "archive holds no audio files"})
-            found.files.extend(files)
-            found.names.update({str(f): f"{item}/{f.relative_to(destination).as_posix()}" for f in files})
+            for path, name in sorted(extracted, key=lambda pair: pair[1]):
+                found.files.append(path)
+                found.names[str(path)] = f"{item}/{name}"
         elif item.exists():
             found.files.append(item)
         else:

@@ -1,15 +1,23 @@
-"""Using trained models on any audio: tags, timelines and embeddings."""
+"""Using trained models on any audio: tags, timelines and embeddings.
+
+Files are decoded in blocks and their segments streamed through the model in batches, so
+memory is bounded by the batch and one window, not by the length of a file or the number
+of overlapping windows; only the per-window results are kept.
+"""
 import collections
 import concurrent.futures
 import dataclasses
 import json
+import math
 import pathlib
+import queue
+import threading
 import time
 
 import keras
 import numpy as np
 
-from samplecnn.audio import AudioDecodeError, conform, decode, loop_pad, segment
+from samplecnn.audio import AudioDecodeError, conform, decode_blocks, loop_pad, segment
 from samplecnn.models import EMBEDDING_LAYER  # also registers the custom objects of saved models
 from samplecnn.training import BEST, CONFIG, Run
 
@@ -28,8 +36,8 @@ def resolve_checkpoint(path):
     return path
 
 
-def load_trained(path):
-    """(keras model, run config) of a checkpoint or run directory.
+def load_config(path):
+    """(checkpoint, run config) of a checkpoint or run directory, without loading the model.
 
     The run's config.json, beside the checkpoint, supplies classes, sample rate, segment
     length and the mean/std that inputs must be standardized with.
@@ -39,7 +47,26 @@ def load_trained(path):
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found: the checkpoint {checkpoint.name} needs the config.json of "
                                 "its run directory (classes, sample rate, mean/std); keep them together")
-    return keras.models.load_model(checkpoint, compile=False), json.loads(config_path.read_text())
+    return checkpoint, json.loads(config_path.read_text())
+
+
+def load_trained(path):
+    """(keras model, run config) of a checkpoint or run directory."""
+    checkpoint, config = load_config(path)
+    return keras.models.load_model(checkpoint, compile=False), config
+
+
+def window_samples(window, hop, sample_rate):
+    """(window, hop) in samples at ``sample_rate`` (hop defaults to the window); ValueError
+    unless both are finite and at least one sample long."""
+    sizes = []
+    for option, seconds in (("--window", window), ("--hop", window if hop is None else hop)):
+        samples = round(seconds * sample_rate) if math.isfinite(seconds) else 0
+        if samples < 1:
+            raise ValueError(f"{option} {seconds:g}: must be a finite number of seconds of at least one sample "
+                             f"({1 / sample_rate:.2g} s at the model's {sample_rate} Hz)")
+        sizes.append(samples)
+    return tuple(sizes)
 
 
 @dataclasses.dataclass
@@ -66,11 +93,113 @@ class FileResult:
 
 
 @dataclasses.dataclass
-class _Prepared:
+class _Window:
+    """A window whose segments are on their way through the model: sums of their outputs."""
+
+    start: float
+    end: float = None  # set once its last segment has been produced
+    produced: int = 0
+    predicted: int = 0
+    scores: np.ndarray = 0.0
+    features: np.ndarray = None
+
+    def add(self, scores, features):
+        self.scores = self.scores + scores.astype(np.float64)
+        if features is not None:
+            self.features = (0.0 if self.features is None else self.features) + features.astype(np.float64)
+        self.predicted += 1
+
+    @property
+    def complete(self):
+        return self.end is not None and self.predicted == self.produced
+
+    def prediction(self, path):
+        features = None if self.features is None else self.features / self.predicted
+        return Prediction(path, self.scores / self.predicted, self.start, self.end, features)
+
+
+@dataclasses.dataclass
+class _Job:
+    """One input in flight: its windows in order, until all are predicted or it fails."""
+
     path: str
-    spans: list
-    segments: list
-    decode_seconds: float
+    windows: list = dataclasses.field(default_factory=list)
+    ended: bool = False
+    error: str = None
+    decode_seconds: float = 0.0
+    model_seconds: float = 0.0
+
+    @property
+    def done(self):
+        return self.error is not None or (self.ended and all(w.complete for w in self.windows))
+
+    def result(self):
+        if self.error is not None:
+            return FileResult(self.path, error=self.error)
+        return FileResult(self.path, [w.prediction(self.path) for w in self.windows], decode_seconds=self.decode_seconds,
+                          model_seconds=self.model_seconds)
+
+
+class _Stream:
+    """The (window, segment, end) items of one input, timing the work of producing them."""
+
+    def __init__(self, name, items):
+        self.name, self.items, self.seconds = name, items, 0.0
+
+    def __iter__(self):
+        items = iter(self.items)
+        while True:
+            started = time.perf_counter()
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+            finally:
+                self.seconds += time.perf_counter() - started
+            yield item
+
+
+_END = object()
+
+
+class _Prefetched:
+    """A _Stream produced in a worker thread into a bounded queue (so decoding overlaps the
+    model and memory stays bounded); its errors are raised where it is read."""
+
+    def __init__(self, stream, pool, stop, depth):
+        self.stream, self.name, self.stop = stream, stream.name, stop
+        self.queue = queue.Queue(depth)
+        pool.submit(self._produce)
+
+    @property
+    def seconds(self):
+        return self.stream.seconds
+
+    def _put(self, item):
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def _produce(self):
+        if self.stop.is_set():  # the reader has gone before this input's turn came
+            return
+        try:
+            for item in self.stream:
+                if not self._put(item):
+                    return
+            self._put(_END)
+        except Exception as error:  # raised again in the reading thread
+            self._put(error)
+
+    def __iter__(self):
+        while (item := self.queue.get()) is not _END:
+            if isinstance(item, Exception):
+                raise item
+            yield item
 
 
 class Tagger:
@@ -95,7 +224,7 @@ class Tagger:
         """A Tagger for a checkpoint or a run directory (its final checkpoint)."""
         return cls(*load_trained(path), **kwargs)
 
-    # Single signals and files.
+    # Single signals and files: errors are raised.
 
     def predict_array(self, audio, sample_rate):
         """Prediction for a whole mono signal at any sample rate."""
@@ -103,14 +232,13 @@ class Tagger:
 
     def timeline_array(self, audio, sample_rate, window=None, hop=None, name="<array>"):
         """One Prediction per window of ``window`` seconds every ``hop`` seconds."""
-        prepared = self._prepare(name, conform(audio, sample_rate, self.sample_rate), window, hop)
-        return self._run(self.model, [prepared])[0].predictions
+        return self._one(self.model, name, [conform(audio, sample_rate, self.sample_rate)], window, hop)
 
     def predict_file(self, path):
         return self.timeline(path)[0]
 
     def timeline(self, path, window=None, hop=None):
-        return self.timeline_array(decode(path, self.sample_rate), self.sample_rate, window, hop, name=str(path))
+        return self._one(self.model, str(path), decode_blocks(path, self.sample_rate), window, hop)
 
     def embed(self, audio_or_path, layer=None, window=None, hop=None, sample_rate=None):
         """Predictions with ``features`` of ``layer`` (default: the head's hidden layer), one per window.
@@ -118,105 +246,129 @@ class Tagger:
         Outputs of convolutional layers are averaged over time, then over a window's segments.
         """
         if isinstance(audio_or_path, (str, pathlib.Path)):
-            audio, name = decode(audio_or_path, self.sample_rate), str(audio_or_path)
+            blocks, name = decode_blocks(audio_or_path, self.sample_rate), str(audio_or_path)
         else:
-            audio, name = conform(audio_or_path, sample_rate, self.sample_rate), "<array>"
-        prepared = self._prepare(name, audio, window, hop)
-        return self._run(self.feature_model(layer), [prepared])[0].predictions
+            blocks, name = [conform(audio_or_path, sample_rate, self.sample_rate)], "<array>"
+        return self._one(self.feature_model(layer), name, blocks, window, hop)
+
+    def _one(self, model, name, blocks, window, hop):
+        (result,) = self._predict(model, [_Stream(name, self.segment_items(blocks, window, hop))], catch=False)
+        return result.predictions
 
     # Many files: decoding in threads overlaps with inference; segments of several files
     # share a batch.
 
     def run_files(self, paths, window=None, hop=None, embed_layer=None, decode_threads=2):
-        """Yields a FileResult per path, in order; with ``embed_layer``, predictions carry features."""
+        """Yields a FileResult per path, in order; with ``embed_layer``, predictions carry features.
+
+        A file that cannot be decoded gives a FileResult with ``error`` and the others go on.
+        """
         model = self.feature_model(embed_layer) if embed_layer else self.model
-        paths = iter(paths)
+        stop = threading.Event()
         with concurrent.futures.ThreadPoolExecutor(decode_threads) as pool:
-            queue = collections.deque()
+            streams = (_Prefetched(_Stream(str(path), self.segment_items(decode_blocks(path, self.sample_rate),
+                                                                         window, hop)), pool, stop, 2 * self.batch_size)
+                       for path in paths)
+            try:
+                yield from self._predict(model, _lookahead(streams, decode_threads), catch=True)
+            finally:
+                stop.set()
 
-            def submit():
-                path = next(paths, None)
-                if path is not None:
-                    queue.append((path, pool.submit(self._decode_and_prepare, path, window, hop)))
+    def _predict(self, model, streams, catch):
+        """FileResults of ``streams`` in order; their segments go through ``model`` in batches."""
+        jobs, batch = collections.deque(), []
+        for stream in streams:
+            job = _Job(stream.name)
+            jobs.append(job)
+            try:
+                for window, segment_, end in stream:
+                    if not job.windows or job.windows[-1] is not window:
+                        job.windows.append(window)
+                    if segment_ is None:
+                        window.end = end
+                        continue
+                    window.produced += 1
+                    batch.append((job, window, segment_))
+                    if len(batch) == self.batch_size:
+                        self._run_batch(model, batch)
+                        batch = []
+                        yield from _finished(jobs)
+            except (AudioDecodeError, OSError, ValueError) as error:
+                if not catch:
+                    raise
+                job.error = str(error)
+            job.ended, job.decode_seconds = True, stream.seconds
+            yield from _finished(jobs)
+        if batch:
+            self._run_batch(model, batch)
+        yield from _finished(jobs)
 
-            for _ in range(4 * decode_threads):
-                submit()
-            group = []
-            while queue:
-                path, future = queue.popleft()
-                submit()
-                try:
-                    group.append(future.result())
-                except (AudioDecodeError, OSError, ValueError) as error:
-                    yield from self._run(model, group)
-                    group = []
-                    yield FileResult(str(path), error=str(error))
-                    continue
-                if sum(len(p.segments) for p in group) >= self.batch_size:
-                    yield from self._run(model, group)
-                    group = []
-            yield from self._run(model, group)
-
-    def _decode_and_prepare(self, path, window, hop):
+    def _run_batch(self, model, batch):
         started = time.perf_counter()
-        prepared = self._prepare(str(path), decode(path, self.sample_rate), window, hop)
-        prepared.decode_seconds = time.perf_counter() - started
-        return prepared
-
-    def _prepare(self, name, audio, window, hop):
-        spans = self.windows(audio, window, hop)
-        return _Prepared(name, [(start, end) for start, end, _ in spans],
-                         [self.segments(samples) for _, _, samples in spans], 0.0)
-
-    def _run(self, model, group):
-        """Runs ``model`` over every segment of a group of prepared files, in batches."""
-        if not group:
-            return []
-        started = time.perf_counter()
-        stacked = np.concatenate([s for p in group for s in p.segments])
-        batches = [model.predict_on_batch(stacked[i:i + self.batch_size])
-                   for i in range(0, len(stacked), self.batch_size)]
-        with_features = isinstance(batches[0], (list, tuple))
-        scores = np.concatenate([b[0] if with_features else b for b in batches]).astype(np.float64)
-        features = np.concatenate([b[1] for b in batches]).astype(np.float64) if with_features else None
-        per_file_seconds = (time.perf_counter() - started) / len(group)
-        results, offset = [], 0
-        for p in group:
-            predictions = []
-            for (start, end), segs in zip(p.spans, p.segments):
-                span = slice(offset, offset + len(segs))
-                predictions.append(Prediction(p.path, scores[span].mean(axis=0), start, end,
-                                              features[span].mean(axis=0) if with_features else None))
-                offset += len(segs)
-            results.append(FileResult(p.path, predictions, decode_seconds=p.decode_seconds,
-                                      model_seconds=per_file_seconds))
-        return results
+        outputs = model.predict_on_batch(np.stack([s for _, _, s in batch]))
+        scores, features = outputs if isinstance(outputs, (list, tuple)) else (outputs, None)
+        seconds = (time.perf_counter() - started) / len(batch)
+        for i, (job, window, _) in enumerate(batch):
+            window.add(np.asarray(scores[i]), None if features is None else np.asarray(features[i]))
+            job.model_seconds += seconds
 
     # Building blocks.
 
-    def segments(self, audio):
-        """Standardized (n, segment_samples, 1) segments; audio shorter than one is looped."""
-        segs = segment(audio, self.segment_samples, max(1, audio.size // self.segment_samples))
-        return ((segs - self.mean) / self.std).astype(np.float32)[..., np.newaxis]
+    def segment_items(self, blocks, window=None, hop=None):
+        """(window, standardized segment, None) items of a stream of sample blocks, and a
+        (window, None, end in seconds) item after each window's last segment.
 
-    def windows(self, audio, window=None, hop=None):
-        """(start, end, samples) of each window: every ``hop`` seconds (default: ``window``)
-        while a whole window fits, then one more for the tail, looped to a whole window like
-        a short file; at least one; the whole signal without ``window``."""
-        if audio.size == 0:
-            raise AudioDecodeError("no audio samples")
-        duration = audio.size / self.sample_rate
+        Without ``window`` there is one window, the whole signal, cut into consecutive
+        segments (looped to one segment if shorter). With it, a window starts every ``hop``
+        seconds (default: ``window``) while a whole window fits, then one more for the tail,
+        looped to a whole window like a short file; at least one; each is cut into segments
+        the same way. At most a window and a block are held at a time.
+        """
         if window is None:
-            return [(0.0, duration, audio)]
-        if window <= 0 or (hop is not None and hop <= 0):
-            raise ValueError("--window and --hop must be positive")
-        size, step = int(round(window * self.sample_rate)), int(round((hop or window) * self.sample_rate))
-        starts = list(range(0, max(audio.size - size, 0) + 1, step))
-        if starts[-1] + size < audio.size:
-            starts.append(starts[-1] + step)
-        return [(s / self.sample_rate, min(s + size, audio.size) / self.sample_rate,
-                 loop_pad(audio[s:s + size], size) if s and s + size > audio.size else audio[s:s + size])
-                for s in starts]
+            return self._whole_items(blocks)
+        return self._window_items(blocks, *window_samples(window, hop, self.sample_rate))
+
+    def _whole_items(self, blocks):
+        span, pending, total = _Window(0.0), np.zeros(0, np.float32), 0
+        for block in blocks:
+            pending, total = np.concatenate([pending, block]), total + block.size
+            whole = pending.size // self.segment_samples * self.segment_samples
+            for piece in pending[:whole].reshape(-1, self.segment_samples):
+                yield span, self.standardize(piece), None
+            pending = pending[whole:]
+        if total == 0:
+            raise AudioDecodeError("no audio samples")
+        if total < self.segment_samples:
+            yield span, self.standardize(segment(pending, self.segment_samples, 1)[0]), None
+        yield span, None, total / self.sample_rate
+
+    def _window_items(self, blocks, size, step):
+        buffered, offset, start, total = np.zeros(0, np.float32), 0, 0, 0  # buffered[0] is sample ``offset``
+        for block in blocks:
+            buffered, total = np.concatenate([buffered, block]), total + block.size
+            while start + size <= total:
+                yield from self._one_window(buffered[start - offset:start - offset + size], start)
+                start += step
+            keep = min(start, total) - offset
+            buffered, offset = buffered[keep:], offset + keep
+        if total == 0:
+            raise AudioDecodeError("no audio samples")
+        if start == 0:  # shorter than one window: the whole signal is the window
+            yield from self._one_window(buffered, 0)
+        elif start < total and start - step + size < total:  # a tail: one more window, looped to a whole one
+            tail = buffered[start - offset:]
+            yield from self._one_window(loop_pad(tail, size), start, end=start + tail.size)
+
+    def _one_window(self, samples, start, end=None):
+        """Items of one window; ``end`` (a sample index) is where its real audio ends, when it was looped."""
+        span = _Window(start / self.sample_rate)
+        for piece in segment(samples, self.segment_samples, max(1, samples.size // self.segment_samples)):
+            yield span, self.standardize(piece), None
+        yield span, None, (start + samples.size if end is None else end) / self.sample_rate
+
+    def standardize(self, piece):
+        """A segment as the model takes it: standardized float32 of shape (segment_samples, 1)."""
+        return ((piece - self.mean) / self.std).astype(np.float32)[:, np.newaxis]
 
     def feature_model(self, layer=None):
         """A model giving (predictions, ``layer``'s output averaged over time), built once per layer."""
@@ -243,3 +395,19 @@ class Tagger:
         if threshold is None:
             return []
         return [(c, float(s)) for c, s in zip(self.classes, scores) if s >= threshold]
+
+
+def _lookahead(streams, count):
+    """``streams`` in order, with the next ``count`` already started."""
+    started = collections.deque()
+    for stream in streams:
+        started.append(stream)
+        if len(started) > count:
+            yield started.popleft()
+    yield from started
+
+
+def _finished(jobs):
+    """Results of the jobs at the front of ``jobs`` that are done, in order."""
+    while jobs and jobs[0].done:
+        yield jobs.popleft().result()

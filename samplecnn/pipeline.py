@@ -12,7 +12,7 @@ import pathlib
 import tensorflow as tf
 
 from samplecnn.build import MANIFEST
-from samplecnn.datasets import DatasetSpec
+from samplecnn.datasets import DatasetSpec, list_specs
 from samplecnn.recipes import DEFAULT_RECIPE, get_recipe
 from samplecnn.records import INT16_SCALE
 
@@ -28,11 +28,23 @@ def load_manifest(tfrecord_dir):
     tfrecord_dir = pathlib.Path(tfrecord_dir)
     path = tfrecord_dir / MANIFEST
     if not path.is_file():
-        raise DataError(f"{path} not found: build the data set first, e.g. "
-                        f"`python build_dataset.py {tfrecord_dir.parent.name} --data-dir {tfrecord_dir.parent.parent}`")
-    manifest = json.loads(path.read_text())
+        raise DataError(f"{path} not found: build the data set first: {build_command(tfrecord_dir)}")
+    try:
+        manifest = json.loads(path.read_bytes())
+    except ValueError as error:
+        raise DataError(f"{path} is corrupted ({error}); rebuild the data set: "
+                        f"{build_command(tfrecord_dir, ' --overwrite')}") from None
     manifest["dir"] = str(tfrecord_dir)
     return manifest
+
+
+def build_command(tfrecord_dir, options=""):
+    """The build_dataset.py command that builds the data set of ``tfrecord_dir``."""
+    name, data_dir = tfrecord_dir.parent.name, tfrecord_dir.parent.parent
+    if name in list_specs():
+        return f"`python build_dataset.py {name} --data-dir {data_dir}{options}`"
+    return (f"`python build_dataset.py folder --raw-dir YOUR_FOLDER --name {name} --data-dir {data_dir}{options}` "
+            f"(or `csv --csv YOUR_CSV` instead of `folder --raw-dir YOUR_FOLDER`)")
 
 
 def dataset_dir(data_dir, name):

@@ -9,6 +9,7 @@ holds the model with its optimizer state (last.keras), the best model (best.h5),
 and state.json, each replaced atomically, so ``resume(run_dir)`` continues a run killed at
 any point.
 """
+import contextlib
 import csv
 import dataclasses
 import datetime
@@ -18,6 +19,7 @@ import logging
 import math
 import os
 import pathlib
+import shutil
 import sys
 import time
 
@@ -131,6 +133,18 @@ class TrainingDiverged(Exception):
     """The training loss became NaN or infinite."""
 
 
+class RunDirectoryError(Exception):
+    """The run directory cannot be created where it was asked for."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run; ``resume(run_dir)`` continues it."""
+
+    def __init__(self, run_dir):
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
+
+
 @dataclasses.dataclass
 class RunState:
     """Progress of a run, rewritten after every epoch."""
@@ -150,6 +164,27 @@ def stage_lr(config, stage):
 def run_name(config, model_config):
     stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
     return f"{stamp}-{config.dataset}-{config.name or model_config.signature}"
+
+
+def make_run_dir(log_dir, name):
+    """Creates ``log_dir/name``, or ``name-2``, ``name-3``, ... when that exists (runs
+    started in the same second); raises RunDirectoryError when ``log_dir`` is not writable."""
+    log_dir = pathlib.Path(log_dir)
+    if log_dir.exists() and not log_dir.is_dir():
+        raise RunDirectoryError(f"--log-dir {log_dir} is a file, not a folder; choose a folder for the runs")
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        for number in range(1, 10_000):
+            directory = log_dir / (name if number == 1 else f"{name}-{number}")
+            try:
+                directory.mkdir()
+                return directory
+            except FileExistsError:
+                continue
+    except OSError as error:
+        raise RunDirectoryError(f"cannot create a run directory in {log_dir}: {error.strerror or error}; "
+                                "choose a writable --log-dir") from None
+    raise RunDirectoryError(f"{log_dir} already holds runs {name} to {name}-9999")
 
 
 MODEL_OPTIONS = ("block", "multi", "init_features", "amplifying_ratio", "dropout", "weight_decay", "recipe")
@@ -257,6 +292,17 @@ class Run:
         finals = sorted(self.dir.glob("final-*.h5"))
         return finals[-1] if finals else None
 
+    @contextlib.contextmanager
+    def removed_if_failed_unstarted(self):
+        """Deletes the run directory when an error (not Ctrl-C) stops the run before its
+        first epoch is recorded: it holds nothing to keep, and no half-made run is left."""
+        try:
+            yield
+        except Exception:
+            if not self.path(STATE).exists():
+                shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+
 
 def patience_exhausted(state, config):
     """True once ``patience`` epochs in a row, and at least one, have not improved: an
@@ -314,8 +360,7 @@ def new_run(config):
     manifest = pipeline.load_manifest(pipeline.dataset_dir(config.data_dir, config.dataset))
     spec = pipeline.spec_of(manifest)
     model_config = model_config_for(config, spec)
-    run = Run(pathlib.Path(config.log_dir) / run_name(config, model_config))
-    run.dir.mkdir(parents=True, exist_ok=False)
+    run = Run(make_run_dir(config.log_dir, run_name(config, model_config)))
     values = {
         "train": dataclasses.asdict(config),
         "model": model_config.to_dict(),
@@ -327,7 +372,8 @@ def new_run(config):
         "data": str(pathlib.Path(manifest["dir"]).resolve()),
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
     }
-    write_text_atomic(run.path(CONFIG), json.dumps(values, indent=1))
+    with run.removed_if_failed_unstarted():
+        write_text_atomic(run.path(CONFIG), json.dumps(values, indent=1))
     return run
 
 
@@ -342,7 +388,9 @@ def train(config, verbose=None):
     ``verbose`` is Keras's: 0 silent, 1 progress bar, 2 one line per epoch (default:
     a bar on a terminal, lines otherwise)."""
     keras.utils.set_random_seed(config.seed)
-    return _train(new_run(config), verbose)
+    run = new_run(config)
+    with run.removed_if_failed_unstarted():
+        return _train(run, verbose)
 
 
 def resume(run_dir, verbose=None):
@@ -355,6 +403,13 @@ def resume(run_dir, verbose=None):
 
 
 def _train(run, verbose):
+    try:
+        return _train_stages(run, verbose)
+    except KeyboardInterrupt:
+        raise RunInterrupted(run.dir) from None
+
+
+def _train_stages(run, verbose):
     stored = run.config
     config = TrainConfig(**stored["train"])
     model_config = ModelConfig.from_dict(stored["model"])

@@ -459,3 +459,124 @@ def test_truncated_and_too_short_clips_are_skipped_with_the_reason(tmp_path):
     with pytest.raises(ValueError, match="--min-seconds must be between 0 and the clip length"):
         build.build_dataset("csv", data_dir=tmp_path / "data", raw_dir=tmp_path / "labels.csv", name="ab",
                             min_seconds=2.0)
+
+
+def test_a_locked_output_folder_is_refused_and_a_stale_lock_taken_over(tmp_path):
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    rawdata.make_scd(tmp_path / "scd" / "raw", per_word=3)
+    out = tmp_path / "scd" / "tfrecord"
+    host = socket.gethostname()
+    with build.BuildLock(out):  # this process is building into out
+        result = run_cli("scd", "--data-dir", tmp_path, "--workers", "1", cwd=tmp_path)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert f"pid {os.getpid()} on {host}" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert json.loads((out / build.LOCK).read_text())["pid"] == os.getpid() and not (out / build.MANIFEST).exists()
+    assert not (out / build.LOCK).exists()
+
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    reused = {"pid": os.getpid(), "host": host, "start": 1}  # a live pid, but not the process that locked
+    for holder in ({"pid": gone, "host": host}, reused):
+        (out / build.LOCK).write_text(json.dumps(holder))
+        manifest = build.build_dataset("scd", data_dir=tmp_path, workers=1)
+        assert manifest["splits"]["train"]["clips"] == 3 and not (out / build.LOCK).exists()
+
+    (out / build.LOCK).write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": "2026-01-01T00:00:00"}))
+    with pytest.raises(build.BuildLocked, match=r"pid 1 on elsewhere, since 2026-01-01T00:00:00.*delete .*\.build\.lock"):
+        build.build_dataset("scd", data_dir=tmp_path, workers=1)
+
+
+def slow_folder_set(root, files_per_class=30):
+    """Clips that go through ffmpeg (m4a), so that a 3-worker build runs for a few seconds."""
+    source = rawdata.write_encoded(root / "source.m4a", rawdata.tone(2.0, 16000, 440.0), 16000)
+    for name in ("low", "high"):
+        (root / "raw" / name).mkdir(parents=True)
+        for i in range(files_per_class):
+            shutil.copy(source, root / "raw" / name / f"{i}.m4a")
+    return ["folder", "--raw-dir", root / "raw", "--name", "slow", "--data-dir", root / "data", "--workers", "3",
+            "--val-fraction", "0.2", "--test-fraction", "0.2"]
+
+
+def descendants(pid):
+    """Pids of the live (not zombie) processes below ``pid``."""
+    import pathlib
+
+    children = {}
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def start_build_with_workers(args, cwd):
+    """A build_dataset.py process in a session of its own, once its workers run."""
+    import subprocess
+    import time
+
+    from scripts import ENV, command
+
+    proc = subprocess.Popen(command("build_dataset.py", *args), cwd=cwd, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(descendants(proc.pid)) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # two workers and the resource tracker
+    time.sleep(1.0)
+    assert proc.poll() is None, "the build ended before it could be interrupted"
+    return proc
+
+
+def test_killed_build_leaves_no_process_behind_and_resumes(tmp_path):
+    import signal
+    import time
+
+    args = slow_folder_set(tmp_path)
+    proc = start_build_with_workers(args, tmp_path)
+    below = descendants(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    deadline = time.monotonic() + 60
+    while any(map(alive, below)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in below if alive(pid)], "workers or the resource tracker outlived the killed build"
+    result = run_cli(*args, cwd=tmp_path)  # the dead build's lock is stale
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "train: 36 clips" in result.stdout
+
+
+def test_ctrl_c_stops_a_build_with_one_line_and_it_resumes(tmp_path):
+    import os
+    import signal
+
+    args = slow_folder_set(tmp_path)
+    proc = start_build_with_workers(args, tmp_path)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole process group
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if not line.startswith("slow: shards")]
+    assert lines == ["interrupted; finished shards are kept: run the same command again to resume"]
+    out = tmp_path / "data" / "slow" / "tfrecord"
+    assert not list(out.glob("*.tmp-*")) and not (out / build.LOCK).exists()
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0 and "train: 36 clips" in result.stdout, result.stderr[-2000:]

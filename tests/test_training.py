@@ -2,6 +2,7 @@
 import csv
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -21,6 +22,11 @@ from scripts import ENV, SMALL_MODEL as SMALL, command, run_script
 
 def train_cli(*args, cwd):
     return run_script("train.py", *args, cwd=cwd)
+
+
+def error_lines(stderr):
+    """The lines of our own messages (TensorFlow may log a few lines of its own on import)."""
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
 def read_csv(path):
@@ -379,3 +385,82 @@ def test_2019_scores_of_a_multi_label_set_use_strictly_greater():
     results = metrics.evaluate_scores(labels, scores, ["a", "b"], "multilabel", threshold=0.1)
     assert results["accuracy_2019"] == pytest.approx(skm.accuracy_score(labels, scores > 0.1)) == pytest.approx(1 / 3)
     assert results["accuracy"] == pytest.approx(skm.accuracy_score(labels, scores >= 0.1))
+
+
+def test_runs_started_in_the_same_second_get_directories_of_their_own(tones, tmp_path):
+    import datetime
+    import re
+
+    config = training.TrainConfig(dataset="tones", data_dir=str(tones), log_dir=str(tmp_path), name="same")
+    now = datetime.datetime.now()
+    for second in range(60):  # every name of the next minute is taken
+        (tmp_path / f"{now + datetime.timedelta(seconds=second):%Y%m%d_%H%M%S}-tones-same").mkdir()
+    runs = [training.new_run(config).dir for _ in range(2)]
+    assert runs[0] != runs[1] and all(re.fullmatch(r"\d{8}_\d{6}-tones-same-\d+", run.name) for run in runs)
+    assert all(json.loads((run / "config.json").read_text())["train"]["name"] == "same" for run in runs)
+
+
+def copy_manifest(tones, tmp_path, edit):
+    """A copy of the tones data set's manifest (shards left behind), changed by ``edit(text)``."""
+    data = tmp_path / "data"
+    (data / "tones" / "tfrecord").mkdir(parents=True)
+    manifest = data / "tones" / "tfrecord" / "manifest.json"
+    manifest.write_text(edit((tones / "tones" / "tfrecord" / "manifest.json").read_text()))
+    return data, manifest
+
+
+def test_corrupted_manifest_is_one_line_naming_it_and_makes_no_run(tones, trained, tmp_path):
+    data, manifest = copy_manifest(tones, tmp_path, lambda text: text[:len(text) // 2])
+    logs = tmp_path / "logs"
+    for result in (train_cli("tones", "--data-dir", data, "--log-dir", logs, *SMALL, cwd=tmp_path),
+                   run_script("evaluate.py", trained[0], "--data-dir", data)):
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        (line,) = error_lines(result.stderr)
+        assert f"{manifest} is corrupted" in line and "build_dataset.py folder" in line and "--name tones" in line
+    assert not logs.exists() or not list(logs.iterdir())
+
+
+def test_unwritable_log_dir_is_one_line_and_a_failed_start_leaves_no_run(tones, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    for log_dir, message in ((blocker, "is a file"), (blocker / "logs", "cannot create a run directory")):
+        result = train_cli("tones", "--data-dir", tones, "--log-dir", log_dir, *SMALL, cwd=tmp_path)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert message in result.stderr and len(error_lines(result.stderr)) == 1
+    # A data set whose validation split is empty fails after the run directory was made: it is removed.
+    def without_val(text):
+        manifest = json.loads(text)
+        manifest["splits"]["val"].update(clips=0, segments=0, shards=[])
+        return json.dumps(manifest)
+
+    data, _ = copy_manifest(tones, tmp_path, without_val)
+    logs = tmp_path / "logs"
+    result = train_cli("tones", "--data-dir", data, "--log-dir", logs, *SMALL, cwd=tmp_path)
+    assert result.returncode == 2 and "val split" in result.stderr and "Traceback" not in result.stderr
+    assert list(logs.iterdir()) == []
+
+
+def test_resume_refuses_other_options(trained):
+    result = train_cli("--resume", trained[0], "--lr", "0.5", "--block", "basic", cwd=trained[0])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "drop --block --lr" in result.stderr and "config.json" in result.stderr
+
+
+def test_ctrl_c_stops_training_with_one_line_naming_the_resume_command(tones, tmp_path):
+    args = ["tones", "--data-dir", str(tones), "--log-dir", str(tmp_path), "--num-stages", "1", "--max-epochs", "50",
+            "--patience", "50", *SMALL]
+    proc = subprocess.Popen(command("train.py", *args), cwd=tones, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        state_files = list(tmp_path.glob("*/state.json"))
+        if state_files and json.loads(state_files[0].read_text())["epochs"] >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    run_dir = state_files[0].parent
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == f"interrupted; continue with: python train.py --resume {run_dir}"
+    assert (run_dir / "last.keras").exists()

@@ -17,6 +17,9 @@ FLAGS = flags.FLAGS
 USAGE_EXIT = 2
 """Exit code of every bad-input error (flag errors included): one convention."""
 
+INTERRUPTED_EXIT = 130
+"""Exit code after Ctrl-C (128 + SIGINT, as shells report it)."""
+
 _COMMANDS = {}
 
 
@@ -54,7 +57,8 @@ def _parse_flags(argv):
 
 def run(module_name):
     """Runs the command module ``module_name`` with ``sys.argv``: ``-h`` prints its usage and
-    flags; bad input is one line on stderr and exit code 2."""
+    flags; bad input is one line on stderr and exit code 2; Ctrl-C is one line (with the
+    module's ``resume_hint(interrupt)``, if it has one) and exit code 130."""
     module = importlib.import_module(module_name)
     if any(arg in ("-h", "--help", "-help", "--helpshort", "--helpfull") for arg in sys.argv[1:]):
         print(command_help(module))
@@ -66,6 +70,11 @@ def run(module_name):
         except UsageError as error:
             print(f"error: {error}", file=sys.stderr)
             return USAGE_EXIT
+        except KeyboardInterrupt as interrupt:
+            hint = getattr(module, "resume_hint", None)
+            end_progress_line = "\n" if sys.stderr.isatty() else ""
+            print(f"{end_progress_line}interrupted{'; ' + hint(interrupt) if hint else ''}", file=sys.stderr)
+            return INTERRUPTED_EXIT
 
     app.run(guarded, flags_parser=_parse_flags)
 

@@ -36,7 +36,7 @@ FAILURES_SHOWN = 5
 
 
 def main(argv):
-    from samplecnn.build import build_dataset, index_dataset
+    from samplecnn.build import BuildLocked, build_dataset, index_dataset
     from samplecnn.datasets import LayoutError
     from samplecnn.recipes import list_recipes
 
@@ -76,7 +76,7 @@ def main(argv):
                                  workers=flag("workers"), sample_dtype=flag("sample-dtype"),
                                  overwrite=flag("overwrite"), seed=flag("seed"), progress=progress,
                                  min_seconds=flag("min-seconds"), recipe=flag("recipe"), **custom)
-    except (LayoutError, ValueError) as error:
+    except (LayoutError, ValueError, BuildLocked) as error:
         raise UsageError(str(error)) from None
     return report(manifest)
 
@@ -102,6 +102,10 @@ def report_index(name, raw_dir, index):
     if not index.failures:
         print("no failures found before decoding")
     return 0
+
+
+def resume_hint(interrupt):
+    return "finished shards are kept: run the same command again to resume"
 
 
 def report(manifest):

@@ -15,11 +15,13 @@ flags.DEFINE_string("output", None, "Also write the results to this JSON file.")
 
 
 def main(argv):
-    from samplecnn import inference, metrics, pipeline, training
+    from samplecnn import export, inference, metrics, pipeline, training
 
     if len(argv) != 2:
         raise UsageError(f"usage: evaluate.py MODEL_PATH [options]; got {argv[1:]}")
     try:
+        if flag("output"):
+            export.check_writable(flag("output"), "--output")
         model, run_config = inference.load_trained(argv[1])
         if flag("dataset") or flag("data-dir"):
             name = flag("dataset") or run_config["train"]["dataset"]

@@ -48,8 +48,13 @@ def main(argv):
     try:
         if flag("output"):
             export.check_suffix(flag("output"), export.PREDICTION_FORMATS, "--output")
+            export.check_writable(flag("output"), "--output")
         if flag("embeddings"):
             export.check_suffix(flag("embeddings"), export.EMBEDDING_FORMATS, "--embeddings")
+            export.check_writable(flag("embeddings"), "--embeddings")
+        _, run_config = inference.load_config(argv[1])
+        if flag("window") is not None:
+            inference.window_samples(flag("window"), flag("hop"), run_config["spec"]["sample_rate"])
         tagger = inference.Tagger.from_run(argv[1], batch_size=flag("batch-size"))
         if flag("embeddings"):
             tagger.feature_model(flag("layer"))

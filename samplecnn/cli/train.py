@@ -5,7 +5,7 @@
 """
 from absl import flags
 
-from samplecnn.cli import UsageError, flag, run
+from samplecnn.cli import FLAGS, UsageError, flag, run
 from samplecnn.recipes import DEFAULT_RECIPE
 
 flags.DEFINE_string("data-dir", "./data", "Data root holding DATA_DIR/<dataset>/tfrecord.")
@@ -52,9 +52,10 @@ def main(argv):
     logging.getLogger("samplecnn").setLevel(logging.INFO)
     try:
         if flag("resume"):
-            if len(argv) > 1:
+            given = [*argv[1:], *(f"--{name}" for name in OPTIONS if FLAGS[name].present)]
+            if given:
                 raise UsageError("--resume takes its data set and options from the run's config.json; "
-                                 f"drop {argv[1:]}")
+                                 f"drop {' '.join(given)}")
             run_dir, results = training.resume(flag("resume"))
         else:
             if len(argv) not in (2, 3):
@@ -70,7 +71,7 @@ def main(argv):
             except ValueError as error:
                 raise UsageError(str(error)) from None
             run_dir, results = training.train(config)
-    except (DataError, FileNotFoundError, training.TrainingDiverged) as error:
+    except (DataError, FileNotFoundError, training.TrainingDiverged, training.RunDirectoryError) as error:
         raise UsageError(str(error)) from None
     test = results["test"]
     print(f"run directory: {run_dir}")
@@ -80,6 +81,11 @@ def main(argv):
           f"2019 F1 {test['f1_2019']:.4f}")
     print(f"TensorBoard: tensorboard --logdir {run_dir / training.TENSORBOARD}")
     return 0
+
+
+def resume_hint(interrupt):
+    run_dir = getattr(interrupt, "run_dir", None)
+    return f"continue with: python train.py --resume {run_dir}" if run_dir else "no run directory was made yet"
 
 
 def run_cli():
