@@ -82,18 +82,29 @@ def parse_segments(serialized, manifest):
             decode_label(features["label"], len(manifest["classes"])))
 
 
-def segment_dataset(manifest, split, batch_size, training=False, num_readers=4, seed=None, drop_remainder=False):
-    """Batches of (audio, labels) segments of ``split``; shuffled and repeated when training."""
+def segment_dataset(manifest, split, batch_size, training=False, num_readers=4, seed=None, drop_remainder=False,
+                    shard=None):
+    """Batches of (audio, labels) segments of ``split``; shuffled and repeated when training.
+
+    ``shard=(count, index)`` keeps one of ``count`` workers' share: when training, its own
+    shard files (every count-th), or every count-th segment of each file when there are
+    fewer files than workers; otherwise every count-th segment, so each is scored once.
+    """
     paths = shard_paths(manifest, split)
+    count, index = shard or (1, 0)
     if training:
+        if len(paths) >= count:
+            paths, count, index = paths[index::count], 1, 0
         files = tf.data.Dataset.from_tensor_slices(paths).shuffle(len(paths), seed=seed).repeat()
-        records = files.interleave(tf.data.TFRecordDataset, cycle_length=max(1, min(num_readers, len(paths))),
+        records = files.interleave(lambda path: tf.data.TFRecordDataset(path).shard(count, index),
+                                   cycle_length=max(1, min(num_readers, len(paths))),
                                    num_parallel_calls=AUTOTUNE, deterministic=False)
         records = records.shuffle(SHUFFLE_SEGMENTS, seed=seed)
     else:
-        segments = manifest["splits"][split]["segments"]
+        segments = len(range(index, manifest["splits"][split]["segments"], count))
         # A known length lets Keras end validation without treating it as data running out.
-        records = tf.data.TFRecordDataset(paths).apply(tf.data.experimental.assert_cardinality(segments))
+        records = tf.data.TFRecordDataset(paths).shard(count, index).apply(
+            tf.data.experimental.assert_cardinality(segments))
     batches = records.batch(batch_size, drop_remainder=drop_remainder)
     return batches.map(lambda s: parse_segments(s, manifest), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 

@@ -10,19 +10,21 @@ atomically, so ``resume(run_dir)`` continues a run killed at any point.
 import csv
 import dataclasses
 import datetime
+import functools
 import io
 import json
 import logging
 import math
 import os
 import pathlib
+import shutil
 import sys
 import time
 
 import keras
 import tensorflow as tf
 
-from samplecnn import metrics, pipeline
+from samplecnn import distributed, metrics, pipeline
 from samplecnn.datasets import MULTILABEL
 from samplecnn.models import ModelConfig, build_samplecnn
 from samplecnn.records import write_text_atomic
@@ -270,9 +272,14 @@ def train(config, verbose=None):
     """Trains a new run of ``config`` and returns (run directory, test results).
 
     ``verbose`` is Keras's: 0 silent, 1 progress bar, 2 one line per epoch (default:
-    a bar on a terminal, lines otherwise)."""
+    a bar on a terminal, lines otherwise). Workers of a multi-worker run other than the
+    chief return (None, None): the chief writes the run directory."""
     keras.utils.set_random_seed(config.seed)
-    return _train(new_run(config), verbose)
+    with distributed.scratch_dir(config.strategy) as scratch:
+        if scratch is None:
+            return _train(new_run(config), verbose)
+        _train(new_run(dataclasses.replace(config, log_dir=scratch)), verbose)
+        return None, None
 
 
 def resume(run_dir, verbose=None):
@@ -281,7 +288,12 @@ def resume(run_dir, verbose=None):
     if not run.path(CONFIG).exists():
         raise FileNotFoundError(f"{run.path(CONFIG)} not found: --resume needs a run directory made by train.py")
     keras.utils.set_random_seed(run.config["train"]["seed"] + run.load_state().epochs)
-    return _train(run, verbose)
+    with distributed.scratch_dir(run.config["train"]["strategy"]) as scratch:
+        if scratch is None:
+            return _train(run, verbose)
+        _train(Run(shutil.copytree(run.dir, pathlib.Path(scratch) / run.dir.name,
+                                   ignore=shutil.ignore_patterns(TENSORBOARD))), verbose)
+        return None, None
 
 
 def _train(run, verbose):
@@ -298,9 +310,11 @@ def _train(run, verbose):
     strategy = make_strategy(config.strategy)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     steps = math.ceil(manifest["splits"]["train"]["segments"] / global_batch)
-    train_data = pipeline.segment_dataset(manifest, "train", global_batch, training=True,
-                                          num_readers=config.num_readers, seed=config.seed, drop_remainder=True)
-    val_data = pipeline.segment_dataset(manifest, "val", global_batch)
+    train_data = distributed.input_data(strategy, global_batch, functools.partial(
+        pipeline.segment_dataset, manifest, "train", training=True, num_readers=config.num_readers, seed=config.seed,
+        drop_remainder=True))
+    val_data = distributed.input_data(strategy, global_batch, functools.partial(pipeline.segment_dataset, manifest,
+                                                                                "val"))
     tensorboard = keras.callbacks.TensorBoard(str(run.path(TENSORBOARD)))
 
     while state.stage < config.num_stages:
@@ -315,9 +329,10 @@ def _train(run, verbose):
         monitor = StageMonitor(run, state, config)
         remaining = config.max_epochs - state.stage_epochs
         if remaining > 0 and state.wait < config.patience:
-            model.fit(train_data, steps_per_epoch=steps, epochs=state.epochs + remaining, initial_epoch=state.epochs,
-                      validation_data=val_data, callbacks=[monitor, tensorboard], shuffle=False,
-                      verbose=progress_verbosity() if verbose is None else verbose)
+            fit = distributed.fit_function(model)  # model.fit, unless training on several workers
+            fit(train_data, steps_per_epoch=steps, epochs=state.epochs + remaining, initial_epoch=state.epochs,
+                validation_data=val_data, callbacks=[monitor, tensorboard], shuffle=False,
+                verbose=progress_verbosity() if verbose is None else verbose)
         if monitor.diverged:
             kept = (f"the best checkpoint so far is kept in {run.path(BEST)}" if run.path(BEST).exists()
                     else "no epoch finished, so there is no checkpoint")

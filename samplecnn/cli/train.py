@@ -59,6 +59,9 @@ def main(argv):
             run_dir, results = training.train(config)
     except (DataError, FileNotFoundError, training.TrainingDiverged) as error:
         raise UsageError(str(error)) from None
+    if run_dir is None:
+        print("worker finished; the chief worker wrote the run directory")
+        return 0
     test = results["test"]
     print(f"run directory: {run_dir}")
     print(f"final checkpoint: {run_dir / results['checkpoint']}")
