@@ -11,7 +11,7 @@ import numpy as np
 
 from samplecnn.audio import AudioDecodeError, conform, decode, segment
 from samplecnn.models import EMBEDDING_LAYER  # also registers the custom objects of saved models
-from samplecnn.training import BEST, CONFIG, Run
+from samplecnn.training import BEST, CONFIG, Run, import_block_module
 
 
 def resolve_checkpoint(path):
@@ -39,7 +39,9 @@ def load_trained(path):
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found: the checkpoint {checkpoint.name} needs the config.json of "
                                 "its run directory (classes, sample rate, mean/std); keep them together")
-    return keras.models.load_model(checkpoint, compile=False), json.loads(config_path.read_text())
+    config = json.loads(config_path.read_text())
+    import_block_module(config, checkpoint)
+    return keras.models.load_model(checkpoint, compile=False), config
 
 
 @dataclasses.dataclass

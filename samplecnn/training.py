@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from samplecnn import distributed, metrics, pipeline
 from samplecnn.datasets import MULTILABEL
-from samplecnn.models import ModelConfig, build_samplecnn
+from samplecnn.models import ModelConfig, block_module, build_samplecnn, import_module
 from samplecnn.records import write_text_atomic
 
 log = logging.getLogger("samplecnn")
@@ -241,6 +241,12 @@ class StageMonitor(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def import_block_module(run_config, owner):
+    """Imports the plugin module that provides the block of a run (recorded in its config.json)."""
+    if run_config.get("block_module"):
+        import_module(run_config["block_module"], needed_for=f"block {run_config['model']['block']!r} of {owner}")
+
+
 def new_run(config):
     """Creates the run directory and config.json of a new run; returns the Run."""
     manifest = pipeline.load_manifest(pipeline.dataset_dir(config.data_dir, config.dataset))
@@ -251,6 +257,7 @@ def new_run(config):
     values = {
         "train": dataclasses.asdict(config),
         "model": model_config.to_dict(),
+        "block_module": block_module(model_config.block),
         "spec": spec.to_dict(),
         "classes": manifest["classes"],
         "mean": manifest["mean"],
@@ -298,6 +305,7 @@ def resume(run_dir, verbose=None):
 
 def _train(run, verbose):
     stored = run.config
+    import_block_module(stored, run.dir)
     config = TrainConfig(**stored["train"])
     model_config = ModelConfig.from_dict(stored["model"])
     manifest = pipeline.load_manifest(stored["data"])

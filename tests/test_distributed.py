@@ -1,6 +1,5 @@
 """Multi-worker training: two real worker processes on loopback ports, named by TF_CONFIG."""
 import csv
-import dataclasses
 import json
 import pathlib
 import signal
@@ -12,29 +11,11 @@ import time
 import pytest
 import tensorflow as tf
 
-import rawdata
-from samplecnn import build, pipeline
-from samplecnn.datasets import custom
+from samplecnn import pipeline
 
-from scripts import ENV, command
+from scripts import ENV, SMALL_MODEL, command
 
 WORKERS = 2
-TINY = ["--init-features", "4", "--batch-size", "4", "--num-readers", "2"]
-
-
-@pytest.fixture(scope="module")
-def chirps(tmp_path_factory):
-    """A tiny folder data set (2 classes, 0.1 s clips of 729 samples) in several shards per split."""
-    data = tmp_path_factory.mktemp("chirps")
-    for c in range(2):
-        for i in range(24):
-            audio = rawdata.tone(0.1, 8000, rawdata.class_frequency(6 * c), seed=i)
-            rawdata.write_wav(data / "raw" / f"class{c}" / f"{i}.wav", audio, 8000)
-    index = custom.index_folder(data / "raw", "chirps", sample_rate=8000, clip_seconds=0.1, segment_samples=729,
-                                val_fraction=0.25, test_fraction=0.25)
-    index = dataclasses.replace(index, spec=dataclasses.replace(index.spec, clips_per_shard=8))
-    build.build_from_index(index, pipeline.dataset_dir(data, "chirps"), "chirps", workers=1)
-    return data
 
 
 def manifest_of(data):
@@ -161,7 +142,7 @@ def read_csv(path):
 def test_train_on_two_workers_killed_and_resumed(chirps, tmp_path):
     logs = tmp_path / "log"
     args = ["chirps", "--data-dir", chirps, "--log-dir", logs, "--strategy", "multi_worker", "--block", "basic",
-            "--num-stages", "1", "--max-epochs", "3", "--patience", "5", *TINY]
+            "--num-stages", "1", "--max-epochs", "3", "--patience", "5", *SMALL_MODEL]
     workers = start_workers(args, tmp_path)
     deadline = time.monotonic() + 600
     state_files = []

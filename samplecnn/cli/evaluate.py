@@ -6,18 +6,21 @@ import json
 
 from absl import flags
 
-from samplecnn.cli import UsageError, flag, run
+from samplecnn.cli import IMPORT_HELP, UsageError, flag, import_modules, run
 
 flags.DEFINE_string("dataset", None, "Data set to evaluate on (default: the one in the run's config.json).")
 flags.DEFINE_string("data-dir", None, "Data root (default: where the model's training data was).")
 flags.DEFINE_string("output", None, "Also write the results to this JSON file.")
+flags.DEFINE_multi_string("import", [], IMPORT_HELP)
 
 
 def main(argv):
     from samplecnn import inference, metrics, pipeline, training
+    from samplecnn.models import PluginError
 
     if len(argv) != 2:
         raise UsageError(f"usage: evaluate.py MODEL_PATH [options]; got {argv[1:]}")
+    import_modules()
     try:
         model, run_config = inference.load_trained(argv[1])
         if flag("dataset") or flag("data-dir"):
@@ -27,7 +30,7 @@ def main(argv):
             directory = run_config["data"]
         manifest = pipeline.load_manifest(directory)
         training.check_compatible(run_config, manifest)
-    except (FileNotFoundError, ValueError, pipeline.DataError) as error:
+    except (FileNotFoundError, ValueError, PluginError, pipeline.DataError) as error:
         raise UsageError(str(error)) from None
     results = training.evaluate(model, manifest)
     print(metrics.format_report(results))

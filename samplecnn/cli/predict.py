@@ -12,7 +12,7 @@ import time
 
 from absl import flags
 
-from samplecnn.cli import FLAGS, ProgressLine, UsageError, flag, run
+from samplecnn.cli import FLAGS, IMPORT_HELP, ProgressLine, UsageError, flag, import_modules, run
 
 flags.DEFINE_integer("top-k", 5, "Classes to show per file or window.", lower_bound=1)
 flags.DEFINE_float("threshold", None, "Also list every class at or above this probability (multi-label models "
@@ -25,10 +25,12 @@ flags.DEFINE_string("layer", None, "Layer to take embeddings from (default: the 
 flags.DEFINE_string("label", None, "Label written with every embedding (default: the file's parent folder name).")
 flags.DEFINE_boolean("no-labels", False, "Write embeddings without a label column.")
 flags.DEFINE_integer("batch-size", 32, "Segments per model call.", lower_bound=1)
+flags.DEFINE_multi_string("import", [], IMPORT_HELP)
 
 
 def main(argv):
     from samplecnn import export, files, inference
+    from samplecnn.models import PluginError
 
     if len(argv) < 3:
         raise UsageError("usage: predict.py MODEL_PATH INPUT... [options]")
@@ -38,6 +40,7 @@ def main(argv):
         unused = [f"--{name}" for name in ("layer", "label", "no-labels") if FLAGS[name].present]
         if unused:
             raise UsageError(f"{', '.join(unused)} only apply to embeddings: add --embeddings FILE.csv|arff|npy")
+    import_modules()
     try:
         if flag("output"):
             export.check_suffix(flag("output"), export.PREDICTION_FORMATS, "--output")
@@ -46,7 +49,7 @@ def main(argv):
         tagger = inference.Tagger.from_run(argv[1], batch_size=flag("batch-size"))
         if flag("embeddings"):
             tagger.feature_model(flag("layer"))
-    except (FileNotFoundError, ValueError, OSError) as error:
+    except (FileNotFoundError, ValueError, OSError, PluginError) as error:
         raise UsageError(str(error)) from None
 
     with tempfile.TemporaryDirectory(prefix="samplecnn-") as scratch:

@@ -5,7 +5,7 @@
 """
 from absl import flags
 
-from samplecnn.cli import UsageError, flag, run
+from samplecnn.cli import IMPORT_HELP, UsageError, flag, import_modules, run
 
 flags.DEFINE_string("data-dir", "./data", "Data root holding DATA_DIR/<dataset>/tfrecord.")
 flags.DEFINE_string("log-dir", "./log", "Directory where to write event logs and models.")
@@ -29,6 +29,7 @@ flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"]
                   "tf.distribute strategy: mirrored = all local GPUs, multi_worker = hosts in TF_CONFIG.")
 flags.DEFINE_boolean("mixed-precision", False, "bfloat16 compute on CPU, float16 on GPU.")
 flags.DEFINE_string("resume", None, "Continue the interrupted run in this run directory.")
+flags.DEFINE_multi_string("import", [], IMPORT_HELP)
 
 OPTIONS = ("data-dir", "log-dir", "block", "amplifying-ratio", "multi", "batch-size", "momentum", "lr", "lr-decay",
            "dropout", "weight-decay", "num-stages", "patience", "num-readers", "max-epochs", "init-features", "seed",
@@ -39,10 +40,11 @@ def main(argv):
     import logging
 
     from samplecnn import training
-    from samplecnn.models import list_blocks
+    from samplecnn.models import PluginError, list_blocks
     from samplecnn.pipeline import DataError
 
     logging.getLogger("samplecnn").setLevel(logging.INFO)
+    import_modules()
     try:
         if flag("resume"):
             if len(argv) > 1:
@@ -53,11 +55,12 @@ def main(argv):
             if len(argv) not in (2, 3):
                 raise UsageError(f"usage: train.py DATASET [NAME] [options]; got {argv[1:]}")
             if flag("block") not in list_blocks():
-                raise UsageError(f"--block {flag('block')} is not registered; choose from {', '.join(list_blocks())}")
+                raise UsageError(f"--block {flag('block')} is not registered; choose from {', '.join(list_blocks())}, "
+                                 "or --import the module that registers it")
             values = {k.replace("-", "_"): flag(k) for k in OPTIONS}
             config = training.TrainConfig(dataset=argv[1], name=argv[2] if len(argv) == 3 else None, **values)
             run_dir, results = training.train(config)
-    except (DataError, FileNotFoundError, training.TrainingDiverged) as error:
+    except (DataError, FileNotFoundError, PluginError, training.TrainingDiverged) as error:
         raise UsageError(str(error)) from None
     if run_dir is None:
         print("worker finished; the chief worker wrote the run directory")
