@@ -85,6 +85,8 @@ def test_import_flag_registers_a_block_for_train_and_evaluate(chirps, tmp_path):
     assert missing.returncode == 2 and "--import the module" in missing.stderr
     run_dir = train(chirps, tmp_path / "log", "--import", "tinyblocks", "--block", "tiny", path=modules)
     assert json.loads((run_dir / "config.json").read_text())["block_module"] == "tinyblocks"
+    resumed = run("train.py", "--resume", run_dir)  # the module is not on the path
+    assert resumed.returncode == 2 and "cannot import module 'tinyblocks'" in resumed.stderr.splitlines()[-1]
     evaluated = run("evaluate.py", run_dir, "--import", "tinyblocks", path=modules)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "class1" in evaluated.stdout
