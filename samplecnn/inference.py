@@ -19,7 +19,7 @@ import numpy as np
 
 from samplecnn.audio import AudioDecodeError, conform, decode_blocks, loop_pad, segment
 from samplecnn.models import EMBEDDING_LAYER  # also registers the custom objects of saved models
-from samplecnn.training import BEST, CONFIG, Run
+from samplecnn.training import BEST, CONFIG, Run, import_block_module
 
 
 def resolve_checkpoint(path):
@@ -53,6 +53,7 @@ def load_config(path):
 def load_trained(path):
     """(keras model, run config) of a checkpoint or run directory."""
     checkpoint, config = load_config(path)
+    import_block_module(config, checkpoint)
     return keras.models.load_model(checkpoint, compile=False), config
 
 

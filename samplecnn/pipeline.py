@@ -96,23 +96,34 @@ def parse_segments(serialized, manifest):
 
 
 def segment_dataset(manifest, split, batch_size, training=False, num_readers=4, seed=None, drop_remainder=False,
-                    recipe=DEFAULT_RECIPE):
+                    recipe=DEFAULT_RECIPE, shard=None):
     """Batches of (audio, labels) segments of ``split``; shuffled as ``recipe`` says and
-    repeated when training."""
+    repeated when training.
+
+    ``shard=(count, index)`` keeps one of ``count`` workers' share: when training, its own
+    shard files (every count-th), or every count-th segment of each file when there are
+    fewer files than workers; otherwise every count-th segment, so each is scored once.
+    """
     paths = shard_paths(manifest, split)
+    count, index = shard or (1, 0)
     if training:
+        if len(paths) >= count:
+            paths, count, index = paths[index::count], 1, 0
         choices = get_recipe(recipe)
         if choices.shuffle_shards:
             files = tf.data.Dataset.from_tensor_slices(paths).shuffle(len(paths), seed=seed).repeat()
-            records = files.interleave(tf.data.TFRecordDataset, cycle_length=max(1, min(num_readers, len(paths))),
+            records = files.interleave(lambda path: tf.data.TFRecordDataset(path).shard(count, index),
+                                       cycle_length=max(1, min(num_readers, len(paths))),
                                        num_parallel_calls=AUTOTUNE, deterministic=False)
             records = records.shuffle(choices.shuffle_segments, seed=seed)
         else:  # one shard after another in the manifest's order, as the 2019 code read them
-            records = tf.data.TFRecordDataset(paths).shuffle(choices.shuffle_segments, seed=seed).repeat()
+            records = (tf.data.TFRecordDataset(paths).shard(count, index)
+                       .shuffle(choices.shuffle_segments, seed=seed).repeat())
     else:
-        segments = manifest["splits"][split]["segments"]
+        segments = len(range(index, manifest["splits"][split]["segments"], count))
         # A known length lets Keras end validation without treating it as data running out.
-        records = tf.data.TFRecordDataset(paths).apply(tf.data.experimental.assert_cardinality(segments))
+        records = tf.data.TFRecordDataset(paths).shard(count, index).apply(
+            tf.data.experimental.assert_cardinality(segments))
     batches = records.batch(batch_size, drop_remainder=drop_remainder)
     return batches.map(lambda s: parse_segments(s, manifest), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 

@@ -13,6 +13,7 @@ import contextlib
 import csv
 import dataclasses
 import datetime
+import functools
 import io
 import json
 import logging
@@ -26,9 +27,9 @@ import time
 import keras
 import tensorflow as tf
 
-from samplecnn import metrics, pipeline
+from samplecnn import distributed, metrics, pipeline
 from samplecnn.datasets import MULTILABEL
-from samplecnn.models import ModelConfig, build_samplecnn
+from samplecnn.models import ModelConfig, block_module, build_samplecnn, import_module
 from samplecnn.recipes import DEFAULT_RECIPE, get_recipe, list_recipes
 from samplecnn.records import write_text_atomic
 
@@ -127,6 +128,9 @@ def check_values(config):
         value = getattr(config, name)
         if not accepts(value):
             raise ValueError(f"--{name.replace('_', '-')} must be {expected}, got {value!r}")
+    if config.tensorboard_images and config.strategy == "multi_worker":
+        raise ValueError("--tensorboard-images is not available with --strategy multi_worker (validation data is "
+                         "spread over the workers); leave one of them out")
 
 
 class TrainingDiverged(Exception):
@@ -355,6 +359,12 @@ class StageMonitor(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def import_block_module(run_config, owner):
+    """Imports the plugin module that provides the block of a run (recorded in its config.json)."""
+    if run_config.get("block_module"):
+        import_module(run_config["block_module"], needed_for=f"block {run_config['model']['block']!r} of {owner}")
+
+
 def new_run(config):
     """Creates the run directory and config.json of a new run; returns the Run."""
     manifest = pipeline.load_manifest(pipeline.dataset_dir(config.data_dir, config.dataset))
@@ -364,6 +374,7 @@ def new_run(config):
     values = {
         "train": dataclasses.asdict(config),
         "model": model_config.to_dict(),
+        "block_module": block_module(model_config.block),
         "spec": spec.to_dict(),
         "classes": manifest["classes"],
         "mean": manifest["mean"],
@@ -386,11 +397,16 @@ def train(config, verbose=None):
     """Trains a new run of ``config`` and returns (run directory, test results).
 
     ``verbose`` is Keras's: 0 silent, 1 progress bar, 2 one line per epoch (default:
-    a bar on a terminal, lines otherwise)."""
+    a bar on a terminal, lines otherwise). Workers of a multi-worker run other than the
+    chief return (None, None): the chief writes the run directory."""
     keras.utils.set_random_seed(config.seed)
-    run = new_run(config)
-    with run.removed_if_failed_unstarted():
-        return _train(run, verbose)
+    with distributed.scratch_dir(config.strategy) as scratch:
+        if scratch is None:
+            run = new_run(config)
+            with run.removed_if_failed_unstarted():
+                return _train(run, verbose)
+        _train(new_run(dataclasses.replace(config, log_dir=scratch)), verbose)
+        return None, None
 
 
 def resume(run_dir, verbose=None):
@@ -399,7 +415,12 @@ def resume(run_dir, verbose=None):
     if not run.path(CONFIG).exists():
         raise FileNotFoundError(f"{run.path(CONFIG)} not found: --resume needs a run directory made by train.py")
     keras.utils.set_random_seed(run.config["train"]["seed"] + run.load_state().epochs)
-    return _train(run, verbose)
+    with distributed.scratch_dir(run.config["train"]["strategy"]) as scratch:
+        if scratch is None:
+            return _train(run, verbose)
+        _train(Run(shutil.copytree(run.dir, pathlib.Path(scratch) / run.dir.name,
+                                   ignore=shutil.ignore_patterns(TENSORBOARD))), verbose)
+        return None, None
 
 
 def _train(run, verbose):
@@ -411,6 +432,7 @@ def _train(run, verbose):
 
 def _train_stages(run, verbose):
     stored = run.config
+    import_block_module(stored, run.dir)
     config = TrainConfig(**stored["train"])
     model_config = ModelConfig.from_dict(stored["model"])
     manifest = pipeline.load_manifest(stored["data"])
@@ -424,10 +446,11 @@ def _train_stages(run, verbose):
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     steps = math.ceil(manifest["splits"]["train"]["segments"] / global_batch)
     warn_if_padding_differs(manifest, config.recipe)
-    train_data = pipeline.segment_dataset(manifest, "train", global_batch, training=True,
-                                          num_readers=config.num_readers, seed=config.seed, drop_remainder=True,
-                                          recipe=config.recipe)
-    val_data = pipeline.segment_dataset(manifest, "val", global_batch)
+    train_data = distributed.input_data(strategy, global_batch, functools.partial(
+        pipeline.segment_dataset, manifest, "train", training=True, num_readers=config.num_readers, seed=config.seed,
+        drop_remainder=True, recipe=config.recipe))
+    val_data = distributed.input_data(strategy, global_batch, functools.partial(pipeline.segment_dataset, manifest,
+                                                                                "val"))
     callbacks = [keras.callbacks.TensorBoard(str(run.path(TENSORBOARD)))]
     if config.tensorboard_images:
         from samplecnn.analysis.tensorboard import IMAGES, ValidationImages
@@ -447,9 +470,10 @@ def _train_stages(run, verbose):
         monitor = StageMonitor(run, state, config)
         remaining = config.max_epochs - state.stage_epochs
         if remaining > 0 and not patience_exhausted(state, config):
-            model.fit(train_data, steps_per_epoch=steps, epochs=state.epochs + remaining, initial_epoch=state.epochs,
-                      validation_data=val_data, callbacks=[monitor, *callbacks], shuffle=False,
-                      verbose=progress_verbosity() if verbose is None else verbose)
+            fit = distributed.fit_function(model)  # model.fit, unless training on several workers
+            fit(train_data, steps_per_epoch=steps, epochs=state.epochs + remaining, initial_epoch=state.epochs,
+                validation_data=val_data, callbacks=[monitor, *callbacks], shuffle=False,
+                verbose=progress_verbosity() if verbose is None else verbose)
         if monitor.diverged:
             kept = (f"the best checkpoint so far is kept in {run.path(BEST)}" if run.path(BEST).exists()
                     else "no epoch finished, so there is no checkpoint")

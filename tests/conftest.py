@@ -39,3 +39,24 @@ def trained(tones, tmp_path_factory):
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = logs.iterdir()
     return run_dir, result
+
+
+@pytest.fixture(scope="session")
+def chirps(tmp_path_factory):
+    """A tiny folder data set (2 classes, 0.1 s clips of 729 samples) in several shards per split."""
+    import dataclasses
+
+    import rawdata
+    from samplecnn import build, pipeline
+    from samplecnn.datasets import custom
+
+    data = tmp_path_factory.mktemp("chirps")
+    for c in range(2):
+        for i in range(24):
+            audio = rawdata.tone(0.1, 8000, rawdata.class_frequency(6 * c), seed=i)
+            rawdata.write_wav(data / "raw" / f"class{c}" / f"{i}.wav", audio, 8000)
+    index = custom.index_folder(data / "raw", "chirps", sample_rate=8000, clip_seconds=0.1, segment_samples=729,
+                                val_fraction=0.25, test_fraction=0.25)
+    index = dataclasses.replace(index, spec=dataclasses.replace(index.spec, clips_per_shard=8))
+    build.build_from_index(index, pipeline.dataset_dir(data, "chirps"), "chirps", workers=1)
+    return data

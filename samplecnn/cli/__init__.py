@@ -41,6 +41,20 @@ def flag(name):
     return FLAGS[name].value
 
 
+IMPORT_HELP = "Import this module first (repeatable), e.g. one that registers blocks with @register_block."
+
+
+def import_modules():
+    """Imports the modules named by ``--import``; one that cannot be imported is a usage error."""
+    from samplecnn.models import PluginError, import_module
+
+    for name in flag("import"):
+        try:
+            import_module(name)
+        except PluginError as error:
+            raise UsageError(f"--import {name}: {error}") from None
+
+
 def command_help(module):
     """The usage of a command module: its docstring and its own flags (not absl's)."""
     own = FLAGS.module_help(module.__name__)

@@ -7,18 +7,21 @@ import sys
 
 from absl import flags
 
-from samplecnn.cli import UsageError, flag, run
+from samplecnn.cli import IMPORT_HELP, UsageError, flag, import_modules, run
 
 flags.DEFINE_string("dataset", None, "Data set to evaluate on (default: the one in the run's config.json).")
 flags.DEFINE_string("data-dir", None, "Data root (default: where the model's training data was).")
 flags.DEFINE_string("output", None, "Also write the results to this JSON file.")
+flags.DEFINE_multi_string("import", [], IMPORT_HELP)
 
 
 def main(argv):
     from samplecnn import export, inference, metrics, pipeline, training
+    from samplecnn.models import PluginError
 
     if len(argv) != 2:
         raise UsageError(f"usage: evaluate.py MODEL_PATH [options]; got {argv[1:]}")
+    import_modules()
     try:
         if flag("output"):
             export.check_writable(flag("output"), "--output")
@@ -30,7 +33,7 @@ def main(argv):
             directory = run_config["data"]
         manifest = pipeline.load_manifest(directory)
         warnings = training.check_compatible(run_config, manifest)
-    except (FileNotFoundError, ValueError, pipeline.DataError) as error:
+    except (FileNotFoundError, ValueError, PluginError, pipeline.DataError) as error:
         raise UsageError(str(error)) from None
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)

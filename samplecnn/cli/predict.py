@@ -13,7 +13,7 @@ import time
 
 from absl import flags
 
-from samplecnn.cli import FLAGS, ProgressLine, UsageError, flag, run
+from samplecnn.cli import FLAGS, IMPORT_HELP, ProgressLine, UsageError, flag, import_modules, run
 
 flags.DEFINE_integer("top-k", 5, "Classes to show per file or window.", lower_bound=1)
 flags.DEFINE_float("threshold", None, "Also list every class at or above this probability (multi-label models "
@@ -28,10 +28,12 @@ flags.DEFINE_boolean("no-labels", False, "Write embeddings without a label colum
 flags.DEFINE_integer("batch-size", 32, "Segments per model call.", lower_bound=1)
 flags.DEFINE_string("plot", None, "Draw each file (waveform, log-mel spectrogram, top-k classes over the windows) "
                     "to DIR/<file>.png, with the plotted numbers in DIR/<file>.json.")
+flags.DEFINE_multi_string("import", [], IMPORT_HELP)
 
 
 def main(argv):
     from samplecnn import export, files, inference
+    from samplecnn.models import PluginError
 
     if len(argv) < 3:
         raise UsageError("usage: predict.py MODEL_PATH INPUT... [options]")
@@ -41,6 +43,7 @@ def main(argv):
         unused = [f"--{name}" for name in ("layer", "label", "no-labels") if FLAGS[name].present]
         if unused:
             raise UsageError(f"{', '.join(unused)} only apply to embeddings: add --embeddings FILE.csv|arff|npy")
+    import_modules()
     if flag("output") and flag("embeddings") and \
             pathlib.Path(flag("output")).resolve() == pathlib.Path(flag("embeddings")).resolve():
         raise UsageError(f"--output and --embeddings name the same file ({flag('output')}): one would overwrite "
@@ -60,7 +63,7 @@ def main(argv):
             tagger.feature_model(flag("layer"))
         if flag("plot"):
             pathlib.Path(flag("plot")).mkdir(parents=True, exist_ok=True)
-    except (FileNotFoundError, ValueError, OSError) as error:
+    except (FileNotFoundError, ValueError, OSError, PluginError) as error:
         raise UsageError(str(error)) from None
 
     with tempfile.TemporaryDirectory(prefix="samplecnn-") as scratch:

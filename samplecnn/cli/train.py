@@ -5,7 +5,7 @@
 """
 from absl import flags
 
-from samplecnn.cli import FLAGS, UsageError, flag, run
+from samplecnn.cli import FLAGS, IMPORT_HELP, UsageError, flag, import_modules, run
 from samplecnn.recipes import DEFAULT_RECIPE
 
 flags.DEFINE_string("data-dir", "./data", "Data root holding DATA_DIR/<dataset>/tfrecord.")
@@ -35,6 +35,7 @@ flags.DEFINE_boolean("tensorboard-images", False, "Draw the validation confusion
 flags.DEFINE_string("resume", None, "Continue the interrupted run in this run directory.")
 flags.DEFINE_string("recipe", DEFAULT_RECIPE, "Recipe (samplecnn or 2019, see the README): initializers, stages, "
                     "shuffling, scores in the checkpoint name, weight-decay targets.")
+flags.DEFINE_multi_string("import", [], IMPORT_HELP)
 
 OPTIONS = ("data-dir", "log-dir", "block", "amplifying-ratio", "multi", "batch-size", "momentum", "lr", "lr-decay",
            "dropout", "weight-decay", "num-stages", "patience", "num-readers", "max-epochs", "init-features", "seed",
@@ -45,11 +46,12 @@ def main(argv):
     import logging
 
     from samplecnn import training
-    from samplecnn.models import list_blocks
+    from samplecnn.models import PluginError, list_blocks
     from samplecnn.pipeline import DataError
     from samplecnn.recipes import list_recipes
 
     logging.getLogger("samplecnn").setLevel(logging.INFO)
+    import_modules()
     try:
         if flag("resume"):
             given = [*argv[1:], *(f"--{name}" for name in OPTIONS if FLAGS[name].present)]
@@ -61,7 +63,8 @@ def main(argv):
             if len(argv) not in (2, 3):
                 raise UsageError(f"usage: train.py DATASET [NAME] [options]; got {argv[1:]}")
             if flag("block") not in list_blocks():
-                raise UsageError(f"--block {flag('block')} is not registered; choose from {', '.join(list_blocks())}")
+                raise UsageError(f"--block {flag('block')} is not registered; choose from {', '.join(list_blocks())}, "
+                                 "or --import the module that registers it")
             if flag("recipe") not in list_recipes():
                 raise UsageError(f"--recipe {flag('recipe')} is not registered; "
                                  f"choose from {', '.join(list_recipes())}")
@@ -71,8 +74,11 @@ def main(argv):
             except ValueError as error:
                 raise UsageError(str(error)) from None
             run_dir, results = training.train(config)
-    except (DataError, FileNotFoundError, training.TrainingDiverged, training.RunDirectoryError) as error:
+    except (DataError, FileNotFoundError, PluginError, training.TrainingDiverged, training.RunDirectoryError) as error:
         raise UsageError(str(error)) from None
+    if run_dir is None:
+        print("worker finished; the chief worker wrote the run directory")
+        return 0
     test = results["test"]
     print(f"run directory: {run_dir}")
     print(f"final checkpoint: {run_dir / results['checkpoint']}")

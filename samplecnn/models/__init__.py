@@ -1,5 +1,5 @@
 """SampleCNN model zoo: the builder, its config, and the block registry."""
-from samplecnn.models.blocks import get_block, list_blocks, register_block
+from samplecnn.models.blocks import PluginError, block_module, get_block, import_module, list_blocks, register_block
 from samplecnn.models.initializers import FanInUniform, SquaredFanInUniform
 from samplecnn.models.samplecnn import (
     EMBEDDING_LAYER,
@@ -12,9 +12,12 @@ __all__ = [
     "EMBEDDING_LAYER",
     "FanInUniform",
     "ModelConfig",
+    "PluginError",
     "block_filters",
+    "block_module",
     "build_samplecnn",
     "get_block",
+    "import_module",
     "list_blocks",
     "register_block",
     "SquaredFanInUniform",

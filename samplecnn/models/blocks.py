@@ -5,14 +5,31 @@ A block is a function ``fn(x, filters, config, name) -> tensor`` that turns a
 time steps. ``@register_block("name")`` makes ``--block name`` work everywhere.
 Blocks must be built from standard or registered Keras layers so saved models load
 with plain ``keras.models.load_model``.
+
+Blocks of other packages arrive as plugins: a module imported with :func:`import_module`
+(``--import MODULE``), or an entry point of the ``samplecnn.blocks`` group, loaded when
+its name is first asked for. The module a run's block came from is recorded with the
+run, so the model loads again wherever that module can be imported.
 """
+import importlib
+import importlib.metadata
+
 import keras
 from keras import layers
 
 from samplecnn.models.initializers import kernel_initializer
 from samplecnn.recipes import get_recipe
 
+ENTRY_POINT_GROUP = "samplecnn.blocks"
+"""Entry points ``NAME = "package.module:block_function"`` register block NAME."""
+
 _BLOCKS = {}
+_MODULES = {}
+"""Block name -> the plugin module that registered it."""
+
+
+class PluginError(ImportError):
+    """A module that provides blocks cannot be imported."""
 
 RESIDUAL_DROPOUT = 0.2
 """Dropout between the convolutions of a two-conv residual branch (paper's value)."""
@@ -31,19 +48,53 @@ def register_block(name):
 
 
 def list_blocks():
-    """Names of all registered blocks, sorted."""
-    return sorted(_BLOCKS)
+    """Names of all registered blocks and of the blocks installed packages provide, sorted."""
+    return sorted(set(_BLOCKS) | {entry.name for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)})
 
 
 def get_block(name):
-    """The block function registered as ``name``."""
+    """The block function registered as ``name``, loading the plugin that provides it if needed."""
+    if name not in _BLOCKS:
+        _load_entry_point(name)
     try:
         return _BLOCKS[name]
     except KeyError:
         raise ValueError(
             f"Unknown block {name!r}; registered blocks: {', '.join(list_blocks())}. "
-            "Register new ones with @samplecnn.models.register_block(name)."
+            "Register new ones with @samplecnn.models.register_block(name), in a module given to --import."
         ) from None
+
+
+def _load_entry_point(name):
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP, name=name):
+        try:
+            block = entry.load()
+        except ImportError as error:
+            raise PluginError(f"block {name!r} is provided by {entry.value!r} (entry point of package "
+                              f"{entry.dist.name if entry.dist else '?'}), which cannot be imported: {error}") from None
+        register_block(name)(block)
+        _MODULES[name] = entry.module
+        return
+
+
+def import_module(name, needed_for=None):
+    """Imports module ``name`` (e.g. one that registers blocks) and remembers it as the
+    source of the blocks it registers; ``needed_for`` says why in the error."""
+    before = set(_BLOCKS)
+    try:
+        importlib.import_module(name)
+    except ImportError as error:
+        why = f" (it provides {needed_for})" if needed_for else ""
+        raise PluginError(f"cannot import module {name!r}{why}: {error}. Install its package or add its folder "
+                          "to PYTHONPATH") from None
+    _MODULES.update(dict.fromkeys(set(_BLOCKS) - before, name))
+
+
+def block_module(name):
+    """The module to import to have block ``name`` again: None for blocks of samplecnn
+    itself and of a script run as ``__main__``."""
+    module = _MODULES.get(name) or get_block(name).__module__
+    return None if module == "__main__" or module.split(".")[0] == "samplecnn" else module
 
 
 def regularizer(config, role="conv"):
