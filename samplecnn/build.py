@@ -5,9 +5,12 @@ fewer shards than cores keeps every core busy (a custom set of a few hundred cli
 single shard). Worker processes decode a chunk's clips and return its serialized records
 with its counts, failures and sample statistics; the parent appends the chunks of a shard
 in order to a temporary file, renames it when complete, and then writes a small sidecar
-with the shard's summary to ``.build/``. A shard counts as done only when its sidecar
-exists, so a re-run after any interruption redoes just the unfinished shards; since a
-shard's bytes depend only on its clips, the result equals an uninterrupted build.
+with the shard's summary (counts, size, CRC-32C) to ``.build/``. A shard counts as done
+only when its sidecar exists and its file still has the recorded size (and checksum, with
+``verify``), so a re-run after any interruption or damage redoes just the unfinished or
+damaged shards; since a shard's bytes depend only on its clips, the result equals an
+uninterrupted build. The plan's fingerprint covers every source file's size and
+modification time, so changed raw files are noticed.
 """
 import collections
 import concurrent.futures
@@ -20,9 +23,11 @@ import multiprocessing
 import os
 import pathlib
 import random
+import shlex
 import shutil
 import time
 
+import google_crc32c
 import numpy as np
 
 from samplecnn import audio, records
@@ -131,6 +136,7 @@ class ShardAssembler:
 
     def __init__(self, shard):
         self.shard, self.next, self.waiting, self.summaries = shard, 0, {}, []
+        self.crc, self.bytes = 0, 0
         self.writer = records.AtomicWriter(shard.path)
         self.file = self.writer.__enter__()
 
@@ -140,6 +146,7 @@ class ShardAssembler:
         while self.next in self.waiting:
             data, summary = self.waiting.pop(self.next)
             self.file.write(data)
+            self.crc, self.bytes = google_crc32c.extend(self.crc, data), self.bytes + len(data)
             self.summaries.append(summary)
             self.next += 1
         if self.next < len(self.shard.chunks):
@@ -147,6 +154,8 @@ class ShardAssembler:
         self.writer.__exit__(None, None, None)
         merged = {key: sum(s[key] for s in self.summaries) for key in ("clips", "segments", "sum", "sum_sq", "count")}
         merged["failures"] = [f for s in self.summaries for f in s["failures"]]
+        merged.update(bytes=self.bytes, crc32c=f"{self.crc:08x}",
+                      records=merged["clips"] if self.shard.split == "test" else merged["segments"])
         records.write_text_atomic(self.shard.sidecar, json.dumps(merged))
         return True
 
@@ -194,11 +203,23 @@ def plan_shards(index, out_dir, sample_dtype, seed, min_samples=1):
     return shards
 
 
+def file_stamp(path):
+    """(size, modification time in ns) of a source file, None when it is missing: a cheap
+    stand-in for its content."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
 def fingerprint(shards, spec):
-    """Hash of everything that determines the shards' bytes."""
+    """Hash of everything that determines the shards' bytes, source files' stamps included."""
     digest = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode())
     for shard in shards:
-        digest.update(json.dumps([shard.path, shard.clips, dataclasses.asdict(shard.chunks[0].format)]).encode())
+        stamps = [file_stamp(path) for _, path, _ in shard.clips]
+        digest.update(json.dumps([shard.path, shard.clips, dataclasses.asdict(shard.chunks[0].format),
+                                  stamps]).encode())
     return digest.hexdigest()
 
 
@@ -212,8 +233,9 @@ def prepare_output(out_dir, plan_id, overwrite):
         (out_dir / MANIFEST).unlink(missing_ok=True)
         shutil.rmtree(state, ignore_errors=True)
     if plan_file.exists() and json.loads(plan_file.read_text())["plan"] != plan_id:
-        raise ValueError(f"{out_dir} holds a build made with other options or other raw files; "
-                         "re-run with --overwrite to rebuild it from scratch")
+        raise ValueError(f"{out_dir} holds a build made with other options or other raw files (added, removed, "
+                         "or changed in size or modification time); re-run with --overwrite to rebuild it from "
+                         "scratch")
     state.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("*.tmp-*"):
         stale.unlink()
@@ -257,17 +279,46 @@ def run_tasks(tasks, workers, on_done):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def shard_problem(shard, verify=False):
+    """Why a finished shard (one with a sidecar) cannot be trusted, or None: its file is
+    missing or has another size than recorded; with ``verify`` also another CRC-32C or
+    record count (which reads the whole file)."""
+    summary, path = json.loads(pathlib.Path(shard.sidecar).read_text()), pathlib.Path(shard.path)
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_size != summary.get("bytes"):
+        return f"{path.stat().st_size} bytes instead of {summary.get('bytes')}"
+    if not verify:
+        return None
+    if records.file_crc32c(path) != summary["crc32c"]:
+        return "checksum mismatch"
+    try:
+        count = sum(1 for _ in records.read_records(path))
+    except ValueError as error:
+        return str(error)
+    return None if count == summary["records"] else f"{count} records instead of {summary['records']}"
+
+
 def build_from_index(index, out_dir, dataset, workers=None, sample_dtype="int16", overwrite=False, seed=0,
-                     progress=None, options=None, min_seconds=None):
+                     progress=None, options=None, min_seconds=None, verify=False):
     """Writes the shards and manifest of ``index`` to ``out_dir``; returns the manifest.
 
     Clips shorter than ``min_seconds`` (default: a tenth of the clip length) are skipped
-    and listed as failures."""
+    and listed as failures. Finished shards whose file is missing or damaged (size; with
+    ``verify`` also checksum and record count) are rebuilt and listed in the manifest's
+    ``repaired``."""
     out_dir = pathlib.Path(out_dir)
     records.to_pcm(np.zeros(1, np.float32), sample_dtype)  # validates sample_dtype early
     min_samples = min_clip_samples(index.spec, min_seconds)
     shards = plan_shards(index, out_dir, sample_dtype, seed, min_samples)
     prepare_output(out_dir, fingerprint(shards, index.spec), overwrite)
+    repaired = []
+    for shard in shards:
+        problem = pathlib.Path(shard.sidecar).exists() and shard_problem(shard, verify)
+        if problem:
+            repaired.append({"shard": pathlib.Path(shard.path).name, "problem": problem})
+            pathlib.Path(shard.sidecar).unlink()
+            pathlib.Path(shard.path).unlink(missing_ok=True)
     todo = [shard for shard in shards if not pathlib.Path(shard.sidecar).exists()]
     by_path = {shard.path: shard for shard in todo}
     open_shards = {}
@@ -293,19 +344,21 @@ def build_from_index(index, out_dir, dataset, workers=None, sample_dtype="int16"
             assembler.abandon()
     options = {**(options or {}), "min_seconds": min_samples / index.spec.sample_rate}
     manifest = assemble_manifest(index, shards, dataset, sample_dtype, seed, options)
+    manifest["repaired"] = repaired
     records.write_text_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
 
 def assemble_manifest(index, shards, dataset, sample_dtype, seed, options):
     splits = {s: {"clips": 0, "segments": 0, "shards": []} for s in base.SPLITS}
-    failures, total, total_sq, count = list(index.failures), 0.0, 0.0, 0
+    failures, total, total_sq, count, files = list(index.failures), 0.0, 0.0, 0, {}
     for shard in shards:
         summary = json.loads(pathlib.Path(shard.sidecar).read_text())
         entry = splits[shard.split]
         entry["clips"] += summary["clips"]
         entry["segments"] += summary["segments"]
         entry["shards"].append(pathlib.Path(shard.path).name)
+        files[pathlib.Path(shard.path).name] = {key: summary[key] for key in ("bytes", "crc32c", "records")}
         failures.extend(summary["failures"])
         if shard.split == "train":
             total, total_sq, count = total + summary["sum"], total_sq + summary["sum_sq"], count + summary["count"]
@@ -318,6 +371,7 @@ def assemble_manifest(index, shards, dataset, sample_dtype, seed, options):
         "classes": spec["classes"],
         "sample_dtype": sample_dtype,
         "splits": splits,
+        "shard_files": files,
         "mean": mean,
         "std": std,
         "failures": failures,
@@ -339,14 +393,15 @@ def load_index(dataset, raw_dir, seed=0, **custom_options):
 
 
 def build_dataset(dataset, data_dir="data", raw_dir=None, name=None, workers=None, sample_dtype="int16",
-                  overwrite=False, seed=0, progress=None, min_seconds=None, **custom_options):
+                  overwrite=False, seed=0, progress=None, min_seconds=None, verify=False, **custom_options):
     """Builds ``data_dir/<name>/tfrecord`` from the raw files and returns the manifest.
 
     ``dataset`` is mtt, scd or dcs (raw files in ``data_dir/<dataset>/raw``), ``folder``
     (``raw_dir`` holds one sub-folder per class) or ``csv`` (``raw_dir`` is the CSV file);
     custom sets need ``name`` and accept sample_rate, clip_seconds, segment_samples,
     val_fraction and test_fraction. Clips shorter than ``min_seconds`` (default: a tenth of
-    the clip length) are skipped.
+    the clip length) are skipped. ``verify`` re-reads every finished shard (checksum and
+    record count) and rebuilds damaged ones.
     """
     data_dir = pathlib.Path(data_dir)
     if dataset in ("folder", "csv"):
@@ -358,7 +413,31 @@ def build_dataset(dataset, data_dir="data", raw_dir=None, name=None, workers=Non
         name = dataset
         raw_dir = raw_dir or data_dir / dataset / "raw"
     index = load_index(dataset, raw_dir, seed=seed, **custom_options)
-    options = {"raw_dir": str(raw_dir), **{k: v for k, v in custom_options.items() if k != "name"}}
+    options = {"source": dataset, "raw_dir": str(raw_dir),
+               **{k: v for k, v in custom_options.items() if k != "name"}}
     return build_from_index(index, data_dir / name / "tfrecord", name, workers=workers, sample_dtype=sample_dtype,
                             overwrite=overwrite, seed=seed, progress=progress, options=options,
-                            min_seconds=min_seconds)
+                            min_seconds=min_seconds, verify=verify)
+
+
+def rebuild_command(manifest):
+    """The build_dataset.py command line that resumes (and so repairs) the build of a manifest."""
+    options, name = manifest.get("options", {}), manifest["dataset"]
+    data_dir = pathlib.Path(manifest["dir"]).parent.parent
+    source = options.get("source", name)
+    words = ["python", "build_dataset.py", source]
+    if source in ("folder", "csv"):
+        words += ["--csv" if source == "csv" else "--raw-dir", options["raw_dir"], "--name", name]
+        for key in custom.DEFAULTS.keys() & options.keys():
+            words += [f"--{key.replace('_', '-')}", options[key]]
+    elif "raw_dir" in options and pathlib.Path(options["raw_dir"]) != data_dir / name / "raw":
+        words += ["--raw-dir", options["raw_dir"]]
+    words += ["--data-dir", str(data_dir)]
+    if manifest.get("sample_dtype", "int16") != "int16":
+        words += ["--sample-dtype", manifest["sample_dtype"]]
+    if options.get("seed", 0):
+        words += ["--seed", str(options["seed"])]
+    spec = base.DatasetSpec.from_dict(manifest["spec"])
+    if "min_seconds" in options and options["min_seconds"] != min_clip_samples(spec) / spec.sample_rate:
+        words += ["--min-seconds", str(options["min_seconds"])]
+    return shlex.join(map(str, words))

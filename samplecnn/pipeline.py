@@ -10,7 +10,7 @@ import pathlib
 
 import tensorflow as tf
 
-from samplecnn.build import MANIFEST
+from samplecnn.build import MANIFEST, rebuild_command
 from samplecnn.datasets import DatasetSpec
 from samplecnn.records import INT16_SCALE
 
@@ -31,7 +31,23 @@ def load_manifest(tfrecord_dir):
                         f"`python build_dataset.py {tfrecord_dir.parent.name} --data-dir {tfrecord_dir.parent.parent}`")
     manifest = json.loads(path.read_text())
     manifest["dir"] = str(tfrecord_dir)
+    check_shards(manifest)
     return manifest
+
+
+def check_shards(manifest):
+    """Raises DataError naming the first shard that is missing or has another size than the
+    manifest records, with the command that repairs it: found before the first step, not
+    as a TensorFlow error mid-epoch."""
+    recorded = manifest.get("shard_files", {})
+    for split in manifest["splits"].values():
+        for name in split["shards"]:
+            path = pathlib.Path(manifest["dir"]) / name
+            size = path.stat().st_size if path.is_file() else None
+            expected = recorded.get(name, {}).get("bytes", size)
+            if size is None or size != expected:
+                problem = "is missing" if size is None else f"has {size} bytes instead of {expected}"
+                raise DataError(f"shard {path} {problem}; repair the data set with `{rebuild_command(manifest)}`")
 
 
 def dataset_dir(data_dir, name):

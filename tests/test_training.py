@@ -2,6 +2,7 @@
 import csv
 import json
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -301,3 +302,14 @@ def test_evaluate_checks_sample_rate_and_warns_about_dtype_and_statistics(traine
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 2 and "float32 samples" in warnings[0] and "inputs are standardized with the model" \
         in warnings[1]
+
+
+def test_evaluate_stops_at_a_missing_shard_with_the_repair_command(trained, tones, tmp_path):
+    run_dir, _ = trained
+    shutil.copytree(tones / "tones", tmp_path / "tones")
+    (shard,) = (tmp_path / "tones" / "tfrecord").glob("test-*.tfrecord")
+    shard.unlink()
+    proc = run_script("evaluate.py", run_dir, "--data-dir", tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: shard {shard} is missing; repair the data set "
+                                                           "with `python build_dataset.py folder --raw-dir")
