@@ -413,7 +413,7 @@ def build_dataset(dataset, data_dir="data", raw_dir=None, name=None, workers=Non
         name = dataset
         raw_dir = raw_dir or data_dir / dataset / "raw"
     index = load_index(dataset, raw_dir, seed=seed, **custom_options)
-    options = {"source": dataset, "raw_dir": str(raw_dir),
+    options = {"source": dataset, "raw_dir": str(pathlib.Path(raw_dir).resolve()),
                **{k: v for k, v in custom_options.items() if k != "name"}}
     return build_from_index(index, data_dir / name / "tfrecord", name, workers=workers, sample_dtype=sample_dtype,
                             overwrite=overwrite, seed=seed, progress=progress, options=options,
@@ -428,9 +428,9 @@ def rebuild_command(manifest):
     words = ["python", "build_dataset.py", source]
     if source in ("folder", "csv"):
         words += ["--csv" if source == "csv" else "--raw-dir", options["raw_dir"], "--name", name]
-        for key in custom.DEFAULTS.keys() & options.keys():
+        for key in (key for key in custom.DEFAULTS if key in options):
             words += [f"--{key.replace('_', '-')}", options[key]]
-    elif "raw_dir" in options and pathlib.Path(options["raw_dir"]) != data_dir / name / "raw":
+    elif "raw_dir" in options and pathlib.Path(options["raw_dir"]) != (data_dir / name / "raw").resolve():
         words += ["--raw-dir", options["raw_dir"]]
     words += ["--data-dir", str(data_dir)]
     if manifest.get("sample_dtype", "int16") != "int16":
