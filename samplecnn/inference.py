@@ -212,7 +212,7 @@ class Tagger:
             raise ValueError("--window and --hop must be positive")
         size, step = int(round(window * self.sample_rate)), int(round((hop or window) * self.sample_rate))
         starts = list(range(0, max(audio.size - size, 0) + 1, step))
-        if starts[-1] + size < audio.size:
+        if starts[-1] + size < audio.size and starts[-1] + step < audio.size:
             starts.append(starts[-1] + step)
         return [(s / self.sample_rate, min(s + size, audio.size) / self.sample_rate,
                  loop_pad(audio[s:s + size], size) if s and s + size > audio.size else audio[s:s + size])

@@ -23,9 +23,9 @@ def evaluate_scores(labels, scores, classes, task, threshold=0.5):
     Multi-label: macro ROC-AUC and PR-AUC, subset accuracy, sample-averaged F1 (the
     paper's code) and micro F1 (the DCASE 2017 Task 4 official score) at ``threshold``.
     Multi-class: top-1 accuracy and macro F1 over every class of ``classes`` (a class
-    neither in the labels nor predicted scores 0), the mean of the per-class table. Classes without both positive and negative
-    test clips have no ROC-AUC/PR-AUC; they are left out of the macro averages with a
-    warning instead of failing.
+    neither in the labels nor predicted scores 0), the mean of the per-class table.
+    Classes without both positive and negative test clips have no ROC-AUC/PR-AUC; they
+    are left out of the macro averages with a warning instead of failing.
     """
     labels, scores = np.asarray(labels).astype(np.int64), np.asarray(scores, dtype=np.float64)
     if labels.shape != scores.shape or labels.shape[1] != len(classes):
