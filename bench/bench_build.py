@@ -207,7 +207,7 @@ def measure_decoders(raw_set, table, budget_seconds):
         "librosa default": lambda: librosa.load(clip["path"], sr=rate),
         "librosa kaiser_best": lambda: librosa.load(clip["path"], sr=rate, res_type="kaiser_best"),
         # samplecnn's own fallback for formats libsndfile cannot read
-        "ffmpeg subprocess": lambda: audio._decode_with_ffmpeg(clip["path"], rate),
+        "ffmpeg subprocess": lambda: audio.conform(*audio._decode_with_ffmpeg(clip["path"]), rate),
     }
     results = {}
     for name in DECODERS:

@@ -5,9 +5,12 @@ fewer shards than cores keeps every core busy (a custom set of a few hundred cli
 single shard). Worker processes decode a chunk's clips and return its serialized records
 with its counts, failures and sample statistics; the parent appends the chunks of a shard
 in order to a temporary file, renames it when complete, and then writes a small sidecar
-with the shard's summary to ``.build/``. A shard counts as done only when its sidecar
-exists, so a re-run after any interruption redoes just the unfinished shards; since a
-shard's bytes depend only on its clips, the result equals an uninterrupted build.
+with the shard's summary (counts, size, CRC-32C) to ``.build/``. A shard counts as done
+only when its sidecar exists and its file still has the recorded size (and checksum, with
+``verify``), so a re-run after any interruption or damage redoes just the unfinished or
+damaged shards; since a shard's bytes depend only on its clips, the result equals an
+uninterrupted build. The plan's fingerprint covers every source file's size and
+modification time, so changed raw files are noticed.
 """
 import collections
 import concurrent.futures
@@ -20,12 +23,14 @@ import multiprocessing
 import os
 import pathlib
 import random
+import shlex
 import shutil
 import signal
 import socket
 import threading
 import time
 
+import google_crc32c
 import numpy as np
 
 from samplecnn import audio, records
@@ -137,6 +142,7 @@ class ShardAssembler:
 
     def __init__(self, shard):
         self.shard, self.next, self.waiting, self.summaries = shard, 0, {}, []
+        self.crc, self.bytes = 0, 0
         self.writer = records.AtomicWriter(shard.path)
         self.file = self.writer.__enter__()
 
@@ -146,6 +152,7 @@ class ShardAssembler:
         while self.next in self.waiting:
             data, summary = self.waiting.pop(self.next)
             self.file.write(data)
+            self.crc, self.bytes = google_crc32c.extend(self.crc, data), self.bytes + len(data)
             self.summaries.append(summary)
             self.next += 1
         if self.next < len(self.shard.chunks):
@@ -153,6 +160,8 @@ class ShardAssembler:
         self.writer.__exit__(None, None, None)
         merged = {key: sum(s[key] for s in self.summaries) for key in ("clips", "segments", "sum", "sum_sq", "count")}
         merged["failures"] = [f for s in self.summaries for f in s["failures"]]
+        merged.update(bytes=self.bytes, crc32c=f"{self.crc:08x}",
+                      records=merged["clips"] if self.shard.split == "test" else merged["segments"])
         records.write_text_atomic(self.shard.sidecar, json.dumps(merged))
         return True
 
@@ -273,11 +282,23 @@ def plan_shards(index, out_dir, sample_dtype, seed, padding, min_samples=1):
     return shards
 
 
+def file_stamp(path):
+    """(size, modification time in ns) of a source file, None when it is missing: a cheap
+    stand-in for its content."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
 def fingerprint(shards, spec):
-    """Hash of everything that determines the shards' bytes."""
+    """Hash of everything that determines the shards' bytes, source files' stamps included."""
     digest = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode())
     for shard in shards:
-        digest.update(json.dumps([shard.path, shard.clips, dataclasses.asdict(shard.chunks[0].format)]).encode())
+        stamps = [file_stamp(path) for _, path, _ in shard.clips]
+        digest.update(json.dumps([shard.path, shard.clips, dataclasses.asdict(shard.chunks[0].format),
+                                  stamps]).encode())
     return digest.hexdigest()
 
 
@@ -291,8 +312,9 @@ def prepare_output(out_dir, plan_id, overwrite):
         (out_dir / MANIFEST).unlink(missing_ok=True)
         shutil.rmtree(state, ignore_errors=True)
     if plan_file.exists() and json.loads(plan_file.read_text())["plan"] != plan_id:
-        raise ValueError(f"{out_dir} holds a build made with other options or other raw files; "
-                         "re-run with --overwrite to rebuild it from scratch")
+        raise ValueError(f"{out_dir} holds a build made with other options or other raw files (added, removed, "
+                         "or changed in size or modification time); re-run with --overwrite to rebuild it from "
+                         "scratch")
     state.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("*.tmp-*"):
         stale.unlink()
@@ -337,6 +359,26 @@ def run_tasks(tasks, workers, on_done):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def shard_problem(shard, verify=False):
+    """Why a finished shard (one with a sidecar) cannot be trusted, or None: its file is
+    missing or has another size than recorded; with ``verify`` also another CRC-32C or
+    record count (which reads the whole file)."""
+    summary, path = json.loads(pathlib.Path(shard.sidecar).read_text()), pathlib.Path(shard.path)
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_size != summary.get("bytes"):
+        return f"{path.stat().st_size} bytes instead of {summary.get('bytes')}"
+    if not verify:
+        return None
+    if records.file_crc32c(path) != summary["crc32c"]:
+        return "checksum mismatch"
+    try:
+        count = sum(1 for _ in records.read_records(path))
+    except ValueError as error:
+        return str(error)
+    return None if count == summary["records"] else f"{count} records instead of {summary['records']}"
+
+
 def _submit(pool, task):
     """``pool.submit(encode_chunk, task)`` with Ctrl-C held back meanwhile. Workers start in
     submit and inherit the blocked signal, so Ctrl-C is the parent's alone to handle (it
@@ -362,12 +404,14 @@ def _exit_when_orphaned(parent, interval=0.5):
 
 
 def build_from_index(index, out_dir, dataset, workers=None, sample_dtype="int16", overwrite=False, seed=0,
-                     progress=None, options=None, min_seconds=None, recipe=DEFAULT_RECIPE):
+                     progress=None, options=None, min_seconds=None, recipe=DEFAULT_RECIPE, verify=False):
     """Writes the shards and manifest of ``index`` to ``out_dir``; returns the manifest.
 
     Clips shorter than ``min_seconds`` (default: a tenth of the clip length) are skipped
     and listed as failures; ``recipe`` chooses how short clips are padded (samplecnn.recipes).
-    Raises BuildLocked while another build writes ``out_dir``."""
+    Finished shards whose file is missing or damaged (size; with ``verify`` also checksum
+    and record count) are rebuilt and listed in the manifest's ``repaired``. Raises
+    BuildLocked while another build writes ``out_dir``."""
     out_dir = pathlib.Path(out_dir)
     records.to_pcm(np.zeros(1, np.float32), sample_dtype)  # validates sample_dtype early
     min_samples = min_clip_samples(index.spec, min_seconds)
@@ -376,11 +420,19 @@ def build_from_index(index, out_dir, dataset, workers=None, sample_dtype="int16"
     options = {**(options or {}), "min_seconds": min_samples / index.spec.sample_rate}
     with BuildLock(out_dir):
         return _write_shards(index, shards, out_dir, dataset, workers, sample_dtype, overwrite, seed, progress,
-                             options, recipe)
+                             options, recipe, verify)
 
 
-def _write_shards(index, shards, out_dir, dataset, workers, sample_dtype, overwrite, seed, progress, options, recipe):
+def _write_shards(index, shards, out_dir, dataset, workers, sample_dtype, overwrite, seed, progress, options, recipe,
+                  verify):
     prepare_output(out_dir, fingerprint(shards, index.spec), overwrite)
+    repaired = []
+    for shard in shards:
+        problem = pathlib.Path(shard.sidecar).exists() and shard_problem(shard, verify)
+        if problem:
+            repaired.append({"shard": pathlib.Path(shard.path).name, "problem": problem})
+            pathlib.Path(shard.sidecar).unlink()
+            pathlib.Path(shard.path).unlink(missing_ok=True)
     todo = [shard for shard in shards if not pathlib.Path(shard.sidecar).exists()]
     by_path = {shard.path: shard for shard in todo}
     open_shards = {}
@@ -405,20 +457,21 @@ def _write_shards(index, shards, out_dir, dataset, workers, sample_dtype, overwr
         for assembler in open_shards.values():
             assembler.abandon()
     manifest = assemble_manifest(index, shards, dataset, sample_dtype, seed, options)
-    manifest.update(recipe=recipe, padding=get_recipe(recipe).padding)
+    manifest.update(recipe=recipe, padding=get_recipe(recipe).padding, repaired=repaired)
     records.write_text_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
 
 def assemble_manifest(index, shards, dataset, sample_dtype, seed, options):
     splits = {s: {"clips": 0, "segments": 0, "shards": []} for s in base.SPLITS}
-    failures, total, total_sq, count = list(index.failures), 0.0, 0.0, 0
+    failures, total, total_sq, count, files = list(index.failures), 0.0, 0.0, 0, {}
     for shard in shards:
         summary = json.loads(pathlib.Path(shard.sidecar).read_text())
         entry = splits[shard.split]
         entry["clips"] += summary["clips"]
         entry["segments"] += summary["segments"]
         entry["shards"].append(pathlib.Path(shard.path).name)
+        files[pathlib.Path(shard.path).name] = {key: summary[key] for key in ("bytes", "crc32c", "records")}
         failures.extend(summary["failures"])
         if shard.split == "train":
             total, total_sq, count = total + summary["sum"], total_sq + summary["sum_sq"], count + summary["count"]
@@ -431,6 +484,7 @@ def assemble_manifest(index, shards, dataset, sample_dtype, seed, options):
         "classes": spec["classes"],
         "sample_dtype": sample_dtype,
         "splits": splits,
+        "shard_files": files,
         "mean": mean,
         "std": std,
         "failures": failures,
@@ -468,18 +522,24 @@ def index_dataset(dataset, data_dir="data", raw_dir=None, name=None, seed=0, **c
 
 
 def build_dataset(dataset, data_dir="data", raw_dir=None, name=None, workers=None, sample_dtype="int16",
-                  overwrite=False, seed=0, progress=None, min_seconds=None, recipe=DEFAULT_RECIPE, **custom_options):
+                  overwrite=False, seed=0, progress=None, min_seconds=None, recipe=DEFAULT_RECIPE, verify=False,
+                  **custom_options):
     """Builds ``data_dir/<name>/tfrecord`` from the raw files and returns the manifest.
 
     ``dataset`` is mtt, scd or dcs (raw files in ``data_dir/<dataset>/raw``), ``folder``
     (``raw_dir`` holds one sub-folder per class) or ``csv`` (``raw_dir`` is the CSV file);
     custom sets need ``name`` and accept sample_rate, clip_seconds, segment_samples,
     val_fraction and test_fraction. Clips shorter than ``min_seconds`` (default: a tenth of
-    the clip length) are skipped; ``recipe`` chooses how short clips are padded.
+    the clip length) are skipped; ``recipe`` chooses how short clips are padded. ``verify``
+    re-reads every finished shard (checksum and record count) and rebuilds damaged ones.
     """
     get_recipe(recipe)  # an unknown recipe stops before any work
     name, raw_dir, index = index_dataset(dataset, data_dir, raw_dir, name, seed, **custom_options)
-    options = {"raw_dir": str(raw_dir), **{k: v for k, v in custom_options.items() if k != "name"}}
+    options = {"source": dataset, "raw_dir": str(pathlib.Path(raw_dir).resolve()),
+               **{k: v for k, v in custom_options.items() if k != "name"}}
     return build_from_index(index, pathlib.Path(data_dir) / name / "tfrecord", name, workers=workers,
                             sample_dtype=sample_dtype, overwrite=overwrite, seed=seed, progress=progress,
-                            options=options, min_seconds=min_seconds, recipe=recipe)
+                            options=options, min_seconds=min_seconds, recipe=recipe, verify=verify)
+
+
+def rebuild_command(manifest):

@@ -11,7 +11,7 @@ import pathlib
 
 import tensorflow as tf
 
-from samplecnn.build import MANIFEST
+from samplecnn.build import MANIFEST, rebuild_command
 from samplecnn.datasets import DatasetSpec, list_specs
 from samplecnn.recipes import DEFAULT_RECIPE, get_recipe
 from samplecnn.records import INT16_SCALE
@@ -35,6 +35,7 @@ def load_manifest(tfrecord_dir):
         raise DataError(f"{path} is corrupted ({error}); rebuild the data set: "
                         f"{build_command(tfrecord_dir, ' --overwrite')}") from None
     manifest["dir"] = str(tfrecord_dir)
+    check_shards(manifest)
     return manifest
 
 
@@ -45,6 +46,21 @@ def build_command(tfrecord_dir, options=""):
         return f"`python build_dataset.py {name} --data-dir {data_dir}{options}`"
     return (f"`python build_dataset.py folder --raw-dir YOUR_FOLDER --name {name} --data-dir {data_dir}{options}` "
             f"(or `csv --csv YOUR_CSV` instead of `folder --raw-dir YOUR_FOLDER`)")
+
+
+def check_shards(manifest):
+    """Raises DataError naming the first shard that is missing or has another size than the
+    manifest records, with the command that repairs it: found before the first step, not
+    as a TensorFlow error mid-epoch."""
+    recorded = manifest.get("shard_files", {})
+    for split in manifest["splits"].values():
+        for name in split["shards"]:
+            path = pathlib.Path(manifest["dir"]) / name
+            size = path.stat().st_size if path.is_file() else None
+            expected = recorded.get(name, {}).get("bytes", size)
+            if size is None or size != expected:
+                problem = "is missing" if size is None else f"has {size} bytes instead of {expected}"
+                raise DataError(f"shard {path} {problem}; repair the data set with `{rebuild_command(manifest)}`")
 
 
 def dataset_dir(data_dir, name):

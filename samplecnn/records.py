@@ -102,6 +102,33 @@ def frame(record):
     return length + struct.pack("<I", _masked_crc(length)) + record + struct.pack("<I", _masked_crc(record))
 
 
+def read_records(path):
+    """Yields the records of a TFRecord file, checking its framing and both CRCs of every
+    record; raises ValueError naming the first damage."""
+    with open(path, "rb") as f:
+        while header := f.read(12):
+            if len(header) < 12:
+                raise ValueError(f"{path}: file ends inside a record header")
+            length, length_crc = struct.unpack("<QI", header)
+            if length_crc != _masked_crc(header[:8]):
+                raise ValueError(f"{path}: damaged record length")
+            data, footer = f.read(length), f.read(4)
+            if len(data) < length or len(footer) < 4:
+                raise ValueError(f"{path}: file ends inside a record")
+            if struct.unpack("<I", footer)[0] != _masked_crc(data):
+                raise ValueError(f"{path}: record checksum mismatch")
+            yield data
+
+
+def file_crc32c(path, block=1 << 20):
+    """CRC-32C of a whole file, as 8 hex digits."""
+    crc = 0
+    with open(path, "rb") as f:
+        while data := f.read(block):
+            crc = google_crc32c.extend(crc, data)
+    return f"{crc:08x}"
+
+
 class AtomicWriter:
     """Writes a file under a temporary name and renames it only when complete.
 

@@ -537,9 +537,10 @@ def check_compatible(run_config, manifest):
         raise ValueError(f"the model takes segments of {run_config['spec']['segment_samples']} samples but "
                          f"{manifest['dir']} holds segments of {manifest['spec']['segment_samples']}")
     if run_config["spec"]["sample_rate"] != manifest["spec"]["sample_rate"]:
-        raise ValueError(f"the model was trained on audio at {run_config['spec']['sample_rate']} Hz but {manifest['dir']} "
-                         f"holds audio at {manifest['spec']['sample_rate']} Hz; build the data set at the model's rate "
-                         f"(--sample-rate {run_config['spec']['sample_rate']})")
+        rate = run_config["spec"]["sample_rate"]
+        raise ValueError(f"the model was trained on audio at {rate} Hz but {manifest['dir']} holds audio at "
+                         f"{manifest['spec']['sample_rate']} Hz; build the data set at the model's rate "
+                         f"(--sample-rate {rate})")
     warnings = []
     if run_config["sample_dtype"] != manifest["sample_dtype"]:
         warnings.append(f"{manifest['dir']} stores {manifest['sample_dtype']} samples, the model's training data "

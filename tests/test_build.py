@@ -580,3 +580,53 @@ def test_ctrl_c_stops_a_build_with_one_line_and_it_resumes(tmp_path):
     assert not list(out.glob("*.tmp-*")) and not (out / build.LOCK).exists()
     result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 0 and "train: 36 clips" in result.stdout, result.stderr[-2000:]
+
+
+def test_deleted_truncated_or_damaged_shards_are_rebuilt(tmp_path, scd_build):
+    data, _ = scd_build
+    reference = data / "scd" / "tfrecord"
+    shutil.copytree(data / "scd" / "raw", tmp_path / "scd" / "raw")
+    out = tmp_path / "scd" / "tfrecord"
+    manifest = build.build_dataset("scd", data_dir=tmp_path, workers=1)
+    train, val, test = (f"{split}-0000-of-0001.tfrecord" for split in ("train", "val", "test"))
+    assert manifest["shard_files"][train] == {"bytes": (out / train).stat().st_size,
+                                              "crc32c": records.file_crc32c(out / train), "records": 6}
+    assert manifest["shard_files"][test]["records"] == 3 and manifest["repaired"] == []
+    (out / val).unlink()
+    whole = (out / test).read_bytes()
+    (out / test).write_bytes(whole[: len(whole) // 2])
+    again = build.build_dataset("scd", data_dir=tmp_path, workers=1)
+    assert again["repaired"] == [{"shard": val, "problem": "missing"},
+                                 {"shard": test, "problem": f"{len(whole) // 2} bytes instead of {len(whole)}"}]
+    damaged = bytearray((out / train).read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF  # same size: only a checksum finds it
+    (out / train).write_bytes(bytes(damaged))
+    assert build.build_dataset("scd", data_dir=tmp_path, workers=1)["repaired"] == []
+    result = run_cli("scd", "--data-dir", tmp_path, "--verify", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"rebuilt {train}: it was checksum mismatch" in result.stdout
+    for shard in (train, val, test):
+        assert (out / shard).read_bytes() == (reference / shard).read_bytes()
+
+
+def test_read_records_counts_and_checks_every_record(scd_build, tmp_path):
+    data, manifest = scd_build
+    shard = data / "scd" / "tfrecord" / manifest["splits"]["train"]["shards"][0]
+    assert len(list(records.read_records(shard))) == 6
+    cut = tmp_path / "cut.tfrecord"
+    cut.write_bytes(shard.read_bytes()[:-3])
+    with pytest.raises(ValueError, match="file ends inside a record"):
+        list(records.read_records(cut))
+
+
+def test_changed_source_files_are_noticed(tmp_path):
+    rawdata.make_scd(tmp_path / "scd" / "raw", per_word=3)
+    first = build.build_dataset("scd", data_dir=tmp_path, workers=1)
+    path = tmp_path / "scd" / "raw" / "no" / "01000002_nohash_0.wav"  # a training clip
+    size = path.stat().st_size
+    rawdata.write_wav(path, rawdata.tone(1.0, 16000, 1000.0, amplitude=0.9), 16000)  # same name, new audio
+    assert path.stat().st_size == size
+    with pytest.raises(ValueError, match="changed in size or modification time.*--overwrite"):
+        build.build_dataset("scd", data_dir=tmp_path, workers=1)
+    rebuilt = build.build_dataset("scd", data_dir=tmp_path, workers=1, overwrite=True)
+    assert rebuilt["std"] != pytest.approx(first["std"], rel=1e-3)

@@ -71,3 +71,48 @@ def test_recipe_chooses_shard_order_and_shuffle_buffer(scd, recipe, interleaved,
         assert [p.decode() for p in constant(nodes, files.input[0])] == pipeline.shard_paths(scd, "train")
         assert not any(node.op.startswith("ShuffleDataset") and node.input[0] == files.name for node in shuffles)
     assert [tuple(a.shape) for a, _ in data.take(3)] == [(4, 22050, 1)] * 3
+
+
+def test_a_missing_or_cut_shard_stops_training_before_the_first_step(tmp_path):
+    import shlex
+
+    from scripts import run_script
+
+    data = tmp_path / "data"
+    rawdata.make_scd(data / "scd" / "raw", per_word=3)
+    manifest = build.build_dataset("scd", data_dir=data, workers=1)
+    shard = data / "scd" / "tfrecord" / manifest["splits"]["train"]["shards"][0]
+    size = shard.stat().st_size
+    shard.write_bytes(shard.read_bytes()[:100])
+    repair = f"python build_dataset.py scd --data-dir {data}"
+    with pytest.raises(pipeline.DataError, match=f"has 100 bytes instead of {size}; repair the data set with"):
+        pipeline.load_manifest(pipeline.dataset_dir(data, "scd"))
+    result = run_script("train.py", "scd", "--data-dir", data, "--log-dir", tmp_path / "logs", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == \
+        f"error: shard {shard} has 100 bytes instead of {size}; repair the data set with `{repair}`"
+    assert not (tmp_path / "logs").exists()
+    shard.unlink()
+    with pytest.raises(pipeline.DataError, match=f"shard {shard} is missing"):
+        pipeline.load_manifest(pipeline.dataset_dir(data, "scd"))
+    rebuilt = run_script("build_dataset.py", *shlex.split(repair)[2:], cwd=tmp_path)
+    assert rebuilt.returncode == 0 and shard.stat().st_size == size
+    assert pipeline.load_manifest(pipeline.dataset_dir(data, "scd"))["splits"]["train"]["clips"] == 3
+
+
+def test_rebuild_command_of_a_custom_set_repeats_its_options(tmp_path):
+    rawdata.make_tones(tmp_path / "raw", classes=2, per_class=10)
+    manifest = build.build_dataset("folder", data_dir=tmp_path / "d", raw_dir=tmp_path / "raw", name="t", workers=1,
+                                   sample_rate=16000, clip_seconds=2.0, seed=3, sample_dtype="float32",
+                                   min_seconds=0.5)
+    manifest["dir"] = str(tmp_path / "d" / "t" / "tfrecord")
+    command = build.rebuild_command(manifest)
+    assert command.startswith(f"python build_dataset.py folder --raw-dir {tmp_path / 'raw'} --name t ")
+    for option in ("--sample-rate 16000", "--clip-seconds 2.0", f"--data-dir {tmp_path / 'd'}",
+                   "--sample-dtype float32", "--seed 3", "--min-seconds 0.5"):
+        assert option in command
+    from scripts import run_script
+    import shlex
+
+    again = run_script("build_dataset.py", *shlex.split(command)[2:], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr  # the same plan: resumed, not refused

@@ -162,3 +162,13 @@ def test_cli_timeline_prints_the_real_duration(trained, tmp_path):
     result = run_script("predict.py", trained[0], path, "--window", "1")
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"{path} (2.50 s;" in result.stdout and "[   2.00-   2.50 s]" in result.stdout
+
+
+def test_windows_farther_apart_than_the_tail_add_no_empty_window():
+    config = {"spec": {"sample_rate": 100, "segment_samples": 50, "task": "multiclass", "threshold": None},
+              "classes": ["a"], "mean": 0.0, "std": 1.0}
+    tagger = Tagger(None, config)
+    spans = [(start, end) for start, end, _ in tagger.windows(np.ones(150, np.float32), 0.5, 2.0)]
+    assert spans == [(0.0, 0.5)]
+    spans = [(start, end, samples.size) for start, end, samples in tagger.windows(np.ones(250, np.float32), 0.5, 2.0)]
+    assert spans == [(0.0, 0.5, 50), (2.0, 2.5, 50)]

@@ -3,6 +3,9 @@ import csv
 import json
 import math
 import os
+
+
+import shutil
 import signal
 import subprocess
 import sys
@@ -464,3 +467,14 @@ def test_ctrl_c_stops_training_with_one_line_naming_the_resume_command(tones, tm
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
     assert stderr.strip().splitlines()[-1] == f"interrupted; continue with: python train.py --resume {run_dir}"
     assert (run_dir / "last.keras").exists()
+
+
+def test_evaluate_stops_at_a_missing_shard_with_the_repair_command(trained, tones, tmp_path):
+    run_dir, _ = trained
+    shutil.copytree(tones / "tones", tmp_path / "tones")
+    (shard,) = (tmp_path / "tones" / "tfrecord").glob("test-*.tfrecord")
+    shard.unlink()
+    proc = run_script("evaluate.py", run_dir, "--data-dir", tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: shard {shard} is missing; repair the data set "
+                                                           "with `python build_dataset.py folder --raw-dir")

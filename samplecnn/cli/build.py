@@ -19,6 +19,8 @@ flags.DEFINE_string("name", None, "folder/csv: name of the data set (output in D
 flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).", lower_bound=1)
 flags.DEFINE_enum("sample-dtype", "int16", ["int16", "float32"], "How PCM samples are stored.")
 flags.DEFINE_boolean("overwrite", False, "Rebuild from scratch instead of resuming.")
+flags.DEFINE_boolean("verify", False, "Re-read every finished shard (checksum, record count) and rebuild damaged "
+                     "ones; without it only their sizes are checked.")
 flags.DEFINE_integer("seed", 0, "Seed of the train shuffle and of generated splits.")
 flags.DEFINE_float("min-seconds", None, "Skip clips shorter than this instead of looping them (default: a tenth of "
                    "the clip length).")
@@ -75,7 +77,8 @@ def main(argv):
         manifest = build_dataset(dataset, data_dir=flag("data-dir"), raw_dir=raw_dir, name=flag("name"),
                                  workers=flag("workers"), sample_dtype=flag("sample-dtype"),
                                  overwrite=flag("overwrite"), seed=flag("seed"), progress=progress,
-                                 min_seconds=flag("min-seconds"), recipe=flag("recipe"), **custom)
+                                 min_seconds=flag("min-seconds"), recipe=flag("recipe"), verify=flag("verify"),
+                                 **custom)
     except (LayoutError, ValueError, BuildLocked) as error:
         raise UsageError(str(error)) from None
     return report(manifest)
@@ -112,6 +115,8 @@ def report(manifest):
     """Prints the summary; non-zero exit when a split ended up with no clips."""
     for note in manifest["notes"]:
         print(f"note: {note}")
+    for repair in manifest["repaired"]:
+        print(f"rebuilt {repair['shard']}: it was {repair['problem']}")
     for split, entry in manifest["splits"].items():
         print(f"{split:>5}: {entry['clips']} clips, {entry['segments']} segments, {len(entry['shards'])} shards")
     print(f"train mean {manifest['mean']:.6f}, std {manifest['std']:.6f}")
