@@ -57,6 +57,27 @@ def load_trained(path):
     return keras.models.load_model(checkpoint, compile=False), config
 
 
+def export_config(path):
+    """A run config (spec, classes, mean 0 and std 1) for an exported model, from the export.json
+    beside it: the exported graph standardizes its input itself, so segments go in raw."""
+    from samplecnn.deploy import export
+
+    info_path = pathlib.Path(path).parent / export.EXPORT_JSON
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{info_path} not found: an exported model needs the export.json written beside "
+                                "it (classes, sample rate, segment length); keep them together")
+    info = json.loads(info_path.read_text())
+    spec = {key: info[key] for key in ("sample_rate", "segment_samples", "task", "threshold")}
+    return {"spec": spec, "classes": info["classes"], "mean": 0.0, "std": 1.0}
+
+
+def model_config(path):
+    """The run config of a run directory, checkpoint or exported model, without loading the model."""
+    from samplecnn.deploy import backends
+
+    return export_config(path) if backends.is_export(path) else load_config(path)[1]
+
+
 def window_samples(window, hop, sample_rate):
     """(window, hop) in samples at ``sample_rate`` (hop defaults to the window); ValueError
     unless both are finite and at least one sample long."""
@@ -68,6 +89,22 @@ def window_samples(window, hop, sample_rate):
                              f"({1 / sample_rate:.2g} s at the model's {sample_rate} Hz)")
         sizes.append(samples)
     return tuple(sizes)
+
+
+class ExportedModel:
+    """An exported model behind the ``predict_on_batch`` call the Tagger makes on (n, samples, 1)
+    segments; with ``with_embedding`` it returns [probabilities, embedding] like a feature model."""
+
+    def __init__(self, runner, with_embedding=False):
+        self.runner, self.with_embedding = runner, with_embedding
+
+    def predict_on_batch(self, segments):
+        outputs = self.runner.predict(np.asarray(segments, np.float32)[..., 0])
+        if not self.with_embedding:
+            return outputs["probabilities"]
+        if "embedding" not in outputs:
+            raise ValueError("this exported model has no embedding output")
+        return [outputs["probabilities"], outputs["embedding"]]
 
 
 @dataclasses.dataclass
@@ -225,6 +262,25 @@ class Tagger:
         """A Tagger for a checkpoint or a run directory (its final checkpoint)."""
         return cls(*load_trained(path), **kwargs)
 
+    @classmethod
+    def from_export(cls, path, **kwargs):
+        """A Tagger for a model written by ``samplecnn export`` (SavedModel folder, .tflite or
+        .onnx file) with the export.json beside it; the same calls and outputs as from_run."""
+        from samplecnn.deploy import backends
+
+        config = export_config(path)
+        runner = backends.load_backend(path)
+        tagger = cls(ExportedModel(runner), config, **kwargs)
+        tagger._feature_models[EMBEDDING_LAYER] = ExportedModel(runner, with_embedding=True)
+        return tagger
+
+    @classmethod
+    def load(cls, path, **kwargs):
+        """A Tagger for a run directory, a checkpoint or an exported model."""
+        from samplecnn.deploy import backends
+
+        return cls.from_export(path, **kwargs) if backends.is_export(path) else cls.from_run(path, **kwargs)
+
     # Single signals and files: errors are raised.
 
     def predict_array(self, audio, sample_rate):
@@ -374,6 +430,9 @@ class Tagger:
     def feature_model(self, layer=None):
         """A model giving (predictions, ``layer``'s output averaged over time), built once per layer."""
         layer = layer or EMBEDDING_LAYER
+        if layer not in self._feature_models and isinstance(self.model, ExportedModel):
+            raise ValueError(f"an exported model carries only the {EMBEDDING_LAYER!r} layer, not {layer!r}; "
+                             "use the run directory for other layers")
         if layer not in self._feature_models:
             try:
                 output = self.model.get_layer(layer).output

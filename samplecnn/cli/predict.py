@@ -3,7 +3,8 @@
   python predict.py MODEL_PATH INPUT... [--top-k 5] [--threshold T] [--output FILE.csv|json]
                     [--window SECONDS --hop SECONDS] [--embeddings FILE.csv|arff|npy --layer NAME] [--plot DIR]
 
-MODEL_PATH is a checkpoint beside its run's config.json, or a run directory. INPUT is
+MODEL_PATH is a checkpoint beside its run's config.json, a run directory, or a model written by
+`samplecnn export` (SavedModel folder, .tflite, .onnx) beside its export.json. INPUT is
 any mix of audio files (any format ffmpeg reads), folders and .zip/.tar* archives.
 """
 import pathlib
@@ -55,10 +56,10 @@ def main(argv):
         if flag("embeddings"):
             export.check_suffix(flag("embeddings"), export.EMBEDDING_FORMATS, "--embeddings")
             export.check_writable(flag("embeddings"), "--embeddings")
-        _, run_config = inference.load_config(argv[1])
+        run_config = inference.model_config(argv[1])
         if flag("window") is not None:
             inference.window_samples(flag("window"), flag("hop"), run_config["spec"]["sample_rate"])
-        tagger = inference.Tagger.from_run(argv[1], batch_size=flag("batch-size"))
+        tagger = inference.Tagger.load(argv[1], batch_size=flag("batch-size"))
         if flag("embeddings"):
             tagger.feature_model(flag("layer"))
         if flag("plot"):

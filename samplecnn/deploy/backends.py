@@ -39,6 +39,12 @@ class ExportError(ValueError):
     """An exported model is missing, corrupt or not one of ours."""
 
 
+def is_export(path):
+    """True when ``path`` is a file or folder that a registered backend loads."""
+    path = pathlib.Path(path)
+    return path.exists() and any(backend.matches(path) for backend in _BACKENDS)
+
+
 def load_backend(path):
     """The runner of an exported model file or SavedModel folder."""
     path = pathlib.Path(path)

@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import rawdata
@@ -9,7 +10,7 @@ from samplecnn.audio import decode
 from samplecnn import training
 from samplecnn.deploy import backends, export
 from samplecnn.inference import Tagger
-from scripts import run_samplecnn
+from scripts import run_samplecnn, run_script
 
 
 FLOAT_FORMATS = ["saved_model", "tflite", "onnx"]
@@ -97,3 +98,38 @@ def test_integer_tflite_agrees_with_keras_within_the_limits(basic_run, tmp_path)
     keras_scores = tagger.model.predict_on_batch(((pcm - tagger.mean) / tagger.std)[..., np.newaxis])
     scores = runner.predict(pcm)["probabilities"]
     assert (scores.argmax(axis=1) == keras_scores.argmax(axis=1)).all() and np.abs(scores - keras_scores).max() < 0.1
+
+
+def test_predict_on_every_export_gives_the_runs_top_classes(trained, exported, tmp_path):
+    run_dir, _ = trained
+    _, out = exported
+    files = [rawdata.write_wav(tmp_path / f"c{c}.wav", rawdata.tone(1.5, 16000, rawdata.class_frequency(4 * c),
+                                                                    seed=50 + c), 16000) for c in range(3)]
+    reference = run_script("predict.py", run_dir, *files, "--output", tmp_path / "run.csv")
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    expected = pd.read_csv(tmp_path / "run.csv")
+    for file in ("saved_model", "model.tflite", "model.onnx"):
+        result = run_script("predict.py", out / file, *files, "--output", tmp_path / "export.csv",
+                            "--embeddings", tmp_path / "emb.csv")
+        assert result.returncode == 0, result.stderr[-2000:]
+        table = pd.read_csv(tmp_path / "export.csv")
+        assert list(table.columns) == list(expected.columns)
+        assert [t.split(":")[0] for t in table["top_classes"]] == [t.split(":")[0] for t in expected["top_classes"]]
+        assert np.abs(table[tagger_classes(expected)].to_numpy() - expected[tagger_classes(expected)].to_numpy()).max() \
+            <= 2e-5
+        assert pd.read_csv(tmp_path / "emb.csv").shape[0] == 3
+
+
+def tagger_classes(table):
+    return [c for c in table.columns if c.startswith("class")]
+
+
+def test_exported_tagger_refuses_other_layers_and_needs_export_json(exported, tmp_path):
+    _, out = exported
+    tagger = Tagger.load(out / "model.onnx")
+    with pytest.raises(ValueError, match="only the 'embedding' layer"):
+        tagger.feature_model("block1_pool")
+    lone = tmp_path / "model.onnx"
+    lone.write_bytes((out / "model.onnx").read_bytes())
+    with pytest.raises(FileNotFoundError, match="export.json not found"):
+        Tagger.load(lone)
