@@ -543,3 +543,25 @@ def build_dataset(dataset, data_dir="data", raw_dir=None, name=None, workers=Non
 
 
 def rebuild_command(manifest):
+    """The build_dataset.py command line that resumes (and so repairs) the build of a manifest."""
+    options, name = manifest.get("options", {}), manifest["dataset"]
+    data_dir = pathlib.Path(manifest["dir"]).parent.parent
+    source = options.get("source", name)
+    words = ["python", "build_dataset.py", source]
+    if source in ("folder", "csv"):
+        words += ["--csv" if source == "csv" else "--raw-dir", options["raw_dir"], "--name", name]
+        for key in (key for key in custom.DEFAULTS if key in options):
+            words += [f"--{key.replace('_', '-')}", options[key]]
+    elif "raw_dir" in options and pathlib.Path(options["raw_dir"]) != (data_dir / name / "raw").resolve():
+        words += ["--raw-dir", options["raw_dir"]]
+    words += ["--data-dir", str(data_dir)]
+    if manifest.get("sample_dtype", "int16") != "int16":
+        words += ["--sample-dtype", manifest["sample_dtype"]]
+    if manifest.get("recipe", DEFAULT_RECIPE) != DEFAULT_RECIPE:
+        words += ["--recipe", manifest["recipe"]]
+    if options.get("seed", 0):
+        words += ["--seed", str(options["seed"])]
+    spec = base.DatasetSpec.from_dict(manifest["spec"])
+    if "min_seconds" in options and options["min_seconds"] != min_clip_samples(spec) / spec.sample_rate:
+        words += ["--min-seconds", str(options["min_seconds"])]
+    return shlex.join(map(str, words))
