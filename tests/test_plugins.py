@@ -2,8 +2,13 @@
 import json
 import os
 import subprocess
+import sys
+
+import pytest
 
 import rawdata
+import samplecnn
+from samplecnn.models import PluginError, block_module, get_block, list_blocks
 
 from scripts import ENV, SMALL_MODEL, command
 
@@ -45,6 +50,22 @@ def install_package(site):
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: chirpblocks\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[samplecnn.blocks]\ngated = chirpblocks:gated_block\n")
+
+
+def test_entry_point_blocks_load_when_first_asked_for(tmp_path, monkeypatch):
+    install_package(tmp_path)
+    broken = tmp_path / "brokenblocks-0.1.dist-info"
+    broken.mkdir()
+    (broken / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenblocks\nVersion: 0.1\n")
+    (broken / "entry_points.txt").write_text("[samplecnn.blocks]\nbroken = nosuchpackage.blocks:block\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "chirpblocks", raising=False)
+    assert {"gated", "broken"} <= set(list_blocks()) and "chirpblocks" not in sys.modules
+    model = samplecnn.build_model("scd", block="gated", init_features=4)
+    assert "chirpblocks" in sys.modules and model.get_layer("block1_gate").__class__.__name__ == "Gate"
+    assert block_module("gated") == "chirpblocks" and block_module("se") is None
+    with pytest.raises(PluginError, match="'nosuchpackage.blocks:block' .entry point of package brokenblocks"):
+        get_block("broken")
 
 
 def run(script, *args, path=None, cwd=None):
