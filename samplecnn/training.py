@@ -400,13 +400,11 @@ def train(config, verbose=None):
     a bar on a terminal, lines otherwise). Workers of a multi-worker run other than the
     chief return (None, None): the chief writes the run directory."""
     keras.utils.set_random_seed(config.seed)
-    with distributed.scratch_dir(config.strategy) as scratch:
-        if scratch is None:
-            run = new_run(config)
-            with run.removed_if_failed_unstarted():
-                return _train(run, verbose)
-        _train(new_run(dataclasses.replace(config, log_dir=scratch)), verbose)
-        return None, None
+    with distributed.scratch_dir(config.strategy) as scratch:  # None on the chief
+        run = new_run(dataclasses.replace(config, log_dir=scratch or config.log_dir))
+        with run.removed_if_failed_unstarted():
+            run_dir, results = _train(run, verbose)
+        return (run_dir, results) if scratch is None else (None, None)
 
 
 def resume(run_dir, verbose=None):
@@ -415,12 +413,12 @@ def resume(run_dir, verbose=None):
     if not run.path(CONFIG).exists():
         raise FileNotFoundError(f"{run.path(CONFIG)} not found: --resume needs a run directory made by train.py")
     keras.utils.set_random_seed(run.config["train"]["seed"] + run.load_state().epochs)
-    with distributed.scratch_dir(run.config["train"]["strategy"]) as scratch:
-        if scratch is None:
-            return _train(run, verbose)
-        _train(Run(shutil.copytree(run.dir, pathlib.Path(scratch) / run.dir.name,
-                                   ignore=shutil.ignore_patterns(TENSORBOARD))), verbose)
-        return None, None
+    with distributed.scratch_dir(run.config["train"]["strategy"]) as scratch:  # None on the chief
+        if scratch:
+            run = Run(shutil.copytree(run.dir, pathlib.Path(scratch) / run.dir.name,
+                                      ignore=shutil.ignore_patterns(TENSORBOARD)))
+        run_dir, results = _train(run, verbose)
+        return (run_dir, results) if scratch is None else (None, None)
 
 
 def _train(run, verbose):

@@ -2,8 +2,13 @@
 import json
 import os
 import subprocess
+import sys
+
+import pytest
 
 import rawdata
+import samplecnn
+from samplecnn.models import PluginError, block_module, blocks, get_block, list_blocks
 
 from scripts import ENV, SMALL_MODEL, command
 
@@ -44,7 +49,24 @@ def install_package(site):
     info = site / "chirpblocks-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: chirpblocks\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[samplecnn.blocks]\ngated = chirpblocks:gated_block\n")
+    (info / "entry_points.txt").write_text("[samplecnn.blocks]\nchirp_gate = chirpblocks:gated_block\n")
+
+
+def test_entry_point_blocks_load_when_first_asked_for(tmp_path, monkeypatch):
+    install_package(tmp_path)
+    broken = tmp_path / "brokenblocks-0.1.dist-info"
+    broken.mkdir()
+    (broken / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenblocks\nVersion: 0.1\n")
+    (broken / "entry_points.txt").write_text("[samplecnn.blocks]\nbroken = nosuchpackage.blocks:block\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for registry in ("_BLOCKS", "_MODULES"):  # this test's blocks stay out of the other tests
+        monkeypatch.setattr(blocks, registry, dict(getattr(blocks, registry)))
+    assert {"chirp_gate", "broken"} <= set(list_blocks()) and "chirpblocks" not in sys.modules
+    model = samplecnn.build_model("scd", block="chirp_gate", init_features=4)
+    assert "chirpblocks" in sys.modules and model.get_layer("block1_gate").__class__.__name__ == "Gate"
+    assert block_module("chirp_gate") == "chirpblocks" and block_module("se") is None
+    with pytest.raises(PluginError, match="'nosuchpackage.blocks:block' .entry point of package brokenblocks"):
+        get_block("broken")
 
 
 def run(script, *args, path=None, cwd=None):
@@ -63,9 +85,9 @@ def train(data, logs, *args, path=None):
 def test_a_block_of_an_installed_package_trains_and_loads_where_the_package_is(chirps, tmp_path):
     site = tmp_path / "site"
     install_package(site)
-    run_dir = train(chirps, tmp_path / "log", "--block", "gated", path=site)
+    run_dir = train(chirps, tmp_path / "log", "--block", "chirp_gate", path=site)
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["model"]["block"] == "gated" and config["block_module"] == "chirpblocks"
+    assert config["model"]["block"] == "chirp_gate" and config["block_module"] == "chirpblocks"
     wav = rawdata.write_wav(tmp_path / "a.wav", rawdata.tone(0.3, 8000, rawdata.class_frequency(0)), 8000)
     tagged = run("predict.py", run_dir, wav, path=site)
     assert tagged.returncode == 0, tagged.stderr[-3000:]
@@ -74,7 +96,7 @@ def test_a_block_of_an_installed_package_trains_and_loads_where_the_package_is(c
         result = run(script, *args)  # the package is not on the path
         assert result.returncode == 2, result.stderr[-3000:]
         assert "Traceback" not in result.stderr
-        assert "cannot import module 'chirpblocks' (it provides block 'gated' of" in result.stderr.splitlines()[-1]
+        assert "cannot import module 'chirpblocks' (it provides block 'chirp_gate' of" in result.stderr.splitlines()[-1]
 
 
 def test_import_flag_registers_a_block_for_train_and_evaluate(chirps, tmp_path):
@@ -92,6 +114,6 @@ def test_import_flag_registers_a_block_for_train_and_evaluate(chirps, tmp_path):
     assert "class1" in evaluated.stdout
     unknown = run("predict.py", run_dir, tmp_path, "--import", "nosuchmodule", path=modules)
     assert unknown.returncode == 2
-    assert unknown.stderr.strip().splitlines()[-1] == ("error: --import nosuchmodule: cannot import module 'nosuchmodule': "
-                                      "No module named 'nosuchmodule'. Install its package or add its folder to "
-                                      "PYTHONPATH")
+    assert unknown.stderr.strip().splitlines()[-1] == (
+        "error: --import nosuchmodule: cannot import module 'nosuchmodule': No module named 'nosuchmodule'. "
+        "Install its package or add its folder to PYTHONPATH")
