@@ -7,10 +7,11 @@ default SE model with 128 features), a 60-minute 44.1-kHz stereo 16-bit WAV (rea
 libsndfile), the same audio as a 96-kbps AAC .m4a (decoded by ffmpeg) and a 5-minute WAV
 of the same kind. Then runs, in rounds and each in a fresh process,
 ``python REPO/predict.py RUN_DIR FILE [options]`` for every repo, file and option set of
-CASES, and reports the median over --runs of the peak RSS of the predict.py process
+CASES (only those of the files named by --file, if any), and reports the median over --runs of the peak RSS of the predict.py process
 (ru_maxrss from wait4: ffmpeg, a child of it, is not counted; it holds a few MB) and of
-its wall time. Results are stored per label in --work-dir/memory-LABEL.json, and the
-table printed at the end shows every label stored there.
+its wall time. Results are stored per label in --work-dir/memory-LABEL.json (a later
+invocation adds its cases to them), and the table printed at the end shows every label
+stored there.
 """
 import argparse
 import json
@@ -28,8 +29,10 @@ from bench_predict import trained_run  # beside this script
 from bench_train import LoadWatch, log, machine, rotated
 
 RATE = 44100
-FILES = {"60-min WAV": ("long.wav", 60), "60-min M4A": ("long.m4a", 60), "5-min WAV": ("short.wav", 5)}
+FILES = {"60-min WAV": ("long.wav", 60), "60-min M4A": ("long.m4a", 60), "5-min WAV": ("short.wav", 5),
+         "1-min WAV": ("minute.wav", 1)}
 CASES = [  # (file, predict.py options)
+    ("1-min WAV", []),  # the floor: Python, TensorFlow, the model and one batch
     ("60-min WAV", []),
     ("60-min WAV", ["--window", "3", "--hop", "1"]),
     ("60-min M4A", []),
@@ -104,7 +107,9 @@ def main():
     parser.add_argument("--repo", action="append", required=True, help="LABEL=PATH of a samplecnn checkout")
     parser.add_argument("--work-dir", type=pathlib.Path, default=pathlib.Path("/tmp/samplecnn-bench-predict"))
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--file", action="append", choices=sorted(FILES), help="only the cases of this file")
     args = parser.parse_args()
+    cases = [(file, options) for file, options in CASES if not args.file or file in args.file]
     repos = {label: pathlib.Path(path).resolve() for label, path in (r.split("=", 1) for r in args.repo)}
 
     run_dir = trained_run(args.work_dir)
@@ -113,7 +118,7 @@ def main():
     measured = {label: {} for label in repos}
     for round_ in range(args.runs):
         for label, repo in rotated(repos.items(), round_):
-            for file, options in CASES:
+            for file, options in cases:
                 key = f"{file} {' '.join(options)}".strip()
                 rss, seconds = peak_rss(repo, run_dir, files[file], options)
                 measured[label].setdefault(key, []).append({"rss_mb": rss, "seconds": seconds})
@@ -121,12 +126,14 @@ def main():
     for label, repo in repos.items():
         commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True).stdout.strip() or "(not a git checkout)"
+        stored = args.work_dir / f"memory-{label}.json"
+        earlier = json.loads(stored.read_text())["cases"] if stored.exists() else {}
         results = {"repo": str(repo), "commit": commit, "date": time.strftime("%Y-%m-%d %H:%M"), "runs": args.runs,
                    "foreign_cores": watch.foreign_cores(),
-                   "cases": {key: {"rss_mb": statistics.median(r["rss_mb"] for r in runs),
-                                   "seconds": statistics.median(r["seconds"] for r in runs), "runs": runs}
-                             for key, runs in measured[label].items()}}
-        (args.work_dir / f"memory-{label}.json").write_text(json.dumps(results, indent=1))
+                   "cases": {**earlier, **{key: {"rss_mb": statistics.median(r["rss_mb"] for r in runs),
+                                                 "seconds": statistics.median(r["seconds"] for r in runs), "runs": runs}
+                                           for key, runs in measured[label].items()}}}
+        stored.write_text(json.dumps(results, indent=1))
     print(markdown(args.work_dir))
 
 

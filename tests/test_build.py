@@ -530,15 +530,16 @@ def alive(pid):
         return False
 
 
-def start_build_with_workers(args, cwd):
-    """A build_dataset.py process in a session of its own, once its workers run."""
+def start_build_with_workers(args, cwd, stderr):
+    """A build_dataset.py process in a session of its own, once its workers run. Its output
+    goes to files: orphaned workers would hold a pipe open forever."""
     import subprocess
     import time
 
     from scripts import ENV, command
 
-    proc = subprocess.Popen(command("build_dataset.py", *args), cwd=cwd, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(command("build_dataset.py", *args), cwd=cwd, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=stderr, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
     while len(descendants(proc.pid)) < 3 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # two workers and the resource tracker
@@ -549,13 +550,14 @@ def start_build_with_workers(args, cwd):
 
 def test_killed_build_leaves_no_process_behind_and_resumes(tmp_path):
     import signal
+    import subprocess
     import time
 
     args = slow_folder_set(tmp_path)
-    proc = start_build_with_workers(args, tmp_path)
+    proc = start_build_with_workers(args, tmp_path, subprocess.DEVNULL)
     below = descendants(proc.pid)
     proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    proc.wait()
     deadline = time.monotonic() + 60
     while any(map(alive, below)) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -570,9 +572,11 @@ def test_ctrl_c_stops_a_build_with_one_line_and_it_resumes(tmp_path):
     import signal
 
     args = slow_folder_set(tmp_path)
-    proc = start_build_with_workers(args, tmp_path)
-    os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole process group
-    _, stderr = proc.communicate(timeout=120)
+    with open(tmp_path / "stderr", "w") as stderr_file:
+        proc = start_build_with_workers(args, tmp_path, stderr_file)
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole process group
+        proc.wait(timeout=120)
+    stderr = (tmp_path / "stderr").read_text()
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
     lines = [line for line in stderr.splitlines() if not line.startswith("slow: shards")]
     assert lines == ["interrupted; finished shards are kept: run the same command again to resume"]

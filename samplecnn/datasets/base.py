@@ -131,6 +131,6 @@ def require(path, what, dataset):
     if not path.exists():
         raise LayoutError(
             f"{what} not found: expected {path}. Download and unpack the {dataset} data set as the "
-            f"README's 'Building Datasets' section shows (the raw files go in {path.parent})."
+            f"README's 'Building data sets' section shows (the raw files go in {path.parent})."
         )
     return path
