@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from scripts import run_samplecnn as samplecnn, run_script
+from scripts import ENV, REPO, run_samplecnn as samplecnn, run_script
 
 
 @pytest.mark.parametrize("command, script, own_flag", [("build", "build_dataset.py", "--sample-dtype"),
