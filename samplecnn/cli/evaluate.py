@@ -16,7 +16,7 @@ flags.DEFINE_multi_string("import", [], IMPORT_HELP)
 
 
 def main(argv):
-    from samplecnn import export, inference, metrics, pipeline, training
+    from samplecnn import inference, metrics, pipeline, training, writers
     from samplecnn.models import PluginError
 
     if len(argv) != 2:
@@ -24,7 +24,7 @@ def main(argv):
     import_modules()
     try:
         if flag("output"):
-            export.check_writable(flag("output"), "--output")
+            writers.check_writable(flag("output"), "--output")
         model, run_config = inference.load_trained(argv[1])
         if flag("dataset") or flag("data-dir"):
             name = flag("dataset") or run_config["train"]["dataset"]

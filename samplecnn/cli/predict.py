@@ -33,7 +33,7 @@ flags.DEFINE_multi_string("import", [], IMPORT_HELP)
 
 
 def main(argv):
-    from samplecnn import export, files, inference
+    from samplecnn import files, inference, writers
     from samplecnn.models import PluginError
 
     if len(argv) < 3:
@@ -51,11 +51,11 @@ def main(argv):
                          "the other; give them different names")
     try:
         if flag("output"):
-            export.check_suffix(flag("output"), export.PREDICTION_FORMATS, "--output")
-            export.check_writable(flag("output"), "--output")
+            writers.check_suffix(flag("output"), writers.PREDICTION_FORMATS, "--output")
+            writers.check_writable(flag("output"), "--output")
         if flag("embeddings"):
-            export.check_suffix(flag("embeddings"), export.EMBEDDING_FORMATS, "--embeddings")
-            export.check_writable(flag("embeddings"), "--embeddings")
+            writers.check_suffix(flag("embeddings"), writers.EMBEDDING_FORMATS, "--embeddings")
+            writers.check_writable(flag("embeddings"), "--embeddings")
         run_config = inference.model_config(argv[1])
         if flag("window") is not None:
             inference.window_samples(flag("window"), flag("hop"), run_config["spec"]["sample_rate"])
@@ -75,11 +75,11 @@ def main(argv):
         predictions, failed = tag_files(tagger, found, embed_layer)
     failures = found.failures + failed
     if flag("output"):
-        export.write_predictions(flag("output"), predictions, tagger.classes, flag("top-k"), failures)
+        writers.write_predictions(flag("output"), predictions, tagger.classes, flag("top-k"), failures)
     if flag("embeddings") and predictions:
         labels = None if flag("no-labels") else [flag("label") or pathlib.Path(p.path).parent.name
                                                  for p in predictions]
-        export.write_embeddings(flag("embeddings"), predictions, labels)
+        writers.write_embeddings(flag("embeddings"), predictions, labels)
     print(f"{len(found.files) - len(failed)} file(s) tagged, {len(failures)} failed")
     return 1 if failures else 0
 
