@@ -3,8 +3,8 @@
   samplecnn export RUN_DIR_OR_CHECKPOINT [--format saved_model,tflite,tflite-int8,onnx] [--out RUN/export]
                    [--calibration 200]
 
-Each model takes float32 mono PCM in [-1, 1] at the run's sample rate (the int8 TFLite
-model int16 PCM) and returns class probabilities and the embedding. Beside them:
+Each model takes float32 mono PCM in [-1, 1] at the run's sample rate and returns class
+probabilities and the embedding. Beside them:
 labels.txt and export.json (classes, rates, source checkpoint's sha256, and per format
 its size and its agreement with Keras on the run's test clips).
 """

@@ -85,35 +85,29 @@ def _load_saved_model(path):
 
 
 class LiteRTRunner:
-    """A .tflite model in LiteRT; int8 models get their input quantized and output dequantized."""
+    """A .tflite model in LiteRT (float32 in and out, also for the integer model)."""
 
     def __init__(self, path):
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         self.interpreter = Interpreter(model_path=str(path))
         self.signatures = self.interpreter.get_signature_list()
         if SEGMENTS not in self.signatures:
             raise ExportError(f"{path} has no '{SEGMENTS}' signature: not exported by samplecnn")
         self.runner = self.interpreter.get_signature_runner(SEGMENTS)
-        details = self.runner.get_input_details()[INPUT]
-        self.input_dtype, (self.input_scale, self.input_zero) = details["dtype"], details["quantization"]
-        self.outputs = self.runner.get_output_details()
+        try:  # the first call prepares the graph
+            self.predict(np.zeros(self.runner.get_input_details()[INPUT]["shape"], np.float32))
+        except RuntimeError:  # XNNPACK cannot take some mixed float/int8 graphs: run them on the builtin kernels
+            self.interpreter = Interpreter(model_path=str(path),
+                                           experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            self.runner = self.interpreter.get_signature_runner(SEGMENTS)
 
     def predict(self, pcm):
-        pcm = np.asarray(pcm, np.float32)
-        if self.input_dtype != np.float32:
-            info = np.iinfo(self.input_dtype)
-            pcm = np.clip(np.round(pcm / self.input_scale + self.input_zero), info.min, info.max).astype(self.input_dtype)
-        outputs = self.runner(**{INPUT: pcm})
-        result = {}
-        for name, value in outputs.items():
-            scale, zero = self.outputs[name]["quantization"]
-            result[name] = (value.astype(np.float32) - zero) * scale if value.dtype != np.float32 else value
-        return result
+        return self.runner(**{INPUT: np.asarray(pcm, np.float32)})
 
     def predict_clip(self, audio):
         if CLIP not in self.signatures:
-            raise ExportError("this .tflite model has no whole-clip entry point (int8 models take segments only)")
+            raise ExportError("this .tflite model has no whole-clip entry point (the integer model takes segments)")
         return self.interpreter.get_signature_runner(CLIP)(**{INPUT: np.asarray(audio, np.float32)})
 
 

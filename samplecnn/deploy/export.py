@@ -119,24 +119,37 @@ def write_tflite(context, path):
 
 @register_format("tflite-int8", "model-int8.tflite", quantized=True)
 def write_tflite_int8(context, path):
-    """Integer-only TFLite: int8 weights, int16 activations, int16 PCM in and int16 probabilities out.
+    """Integer TFLite: int8 weights and activations from the first convolution on; the
+    input, its standardization and the output stay float32.
 
-    Activations are int16 because 8 bits cannot hold a waveform's dynamic range: with
-    int8 activations the demo model agreed with Keras on 62% of the test clips (accuracy
-    0.645 against 0.965); with int16 activations on 100% at the same accuracy.
+    Quantizing the standardization too (int8 PCM in) lost the decisions: on the demo model
+    it agreed with Keras on 62% of the test clips (accuracy 0.645 against 0.965); with it
+    in float, on 99% at the same accuracy, and 2.3x faster than the float TFLite model.
     """
+    from ai_edge_litert.interpreter import Interpreter
+
     def representative():
         for segment in context.calibration:
-            yield {backends.INPUT: segment[np.newaxis].astype(np.float32)}
+            yield [segment[np.newaxis].astype(np.float32)]
 
-    def integer_only(converter):
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-        converter.inference_input_type = tf.int16
-        converter.inference_output_type = tf.int16
+    def converter(optimize=True):
+        made = tf.lite.TFLiteConverter.from_saved_model(str(context.saved_model), signature_keys=[backends.SEGMENTS])
+        if optimize:
+            made.optimizations = [tf.lite.Optimize.DEFAULT]
+            made.representative_dataset = representative
+        return made
 
-    _tflite(context, path, [backends.SEGMENTS], integer_only)
+    # The outputs of the ops before the first convolution (the standardization) stay float:
+    # read their names from the float model, in execution order.
+    graph = Interpreter(model_content=converter(optimize=False).convert())
+    names = {tensor["index"]: tensor["name"] for tensor in graph.get_tensor_details()}
+    ops = graph._get_ops_details()  # LiteRT's own op listing; the only way to read execution order
+    first_conv = next(i for i, op in enumerate(ops) if op["op_name"].startswith("CONV"))
+    options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=[names[index] for op in ops[:first_conv] for index in op["outputs"]])
+    quantized = tf.lite.experimental.QuantizationDebugger(converter=converter(), debug_dataset=representative,
+                                                          debug_options=options)
+    path.write_bytes(quantized.get_nondebug_quantized_model())
 
 
 @register_format("onnx", "model.onnx")
@@ -260,8 +273,6 @@ def export_run(run, formats=None, out_dir=None, calibration=200, progress=print)
                                    "the other formats may still work: choose them with --format") from None
             check = parity(runner, reference, clips, labels, spec["task"], spec["threshold"], fmt.quantized)
             entry = {"file": fmt.file, "bytes": _size(staging), **check}
-            if fmt.quantized:
-                entry["input_quantization"] = {"scale": float(runner.input_scale), "zero_point": int(runner.input_zero)}
             report["formats"][name] = entry
             _check(name, fmt, check)
             if target.exists():

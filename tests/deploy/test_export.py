@@ -7,7 +7,6 @@ import pytest
 
 import rawdata
 from samplecnn.audio import decode
-from samplecnn import training
 from samplecnn.deploy import backends, export
 from samplecnn.inference import Tagger
 from scripts import run_samplecnn, run_script
@@ -20,15 +19,6 @@ FLOAT_FORMATS = ["saved_model", "tflite", "onnx"]
 def exported(trained, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     return export.export_run(trained[0], FLOAT_FORMATS, out_dir=out, progress=lambda line: None), out
-
-
-@pytest.fixture(scope="module")
-def basic_run(tones, tmp_path_factory):
-    """A short run of the basic block (its integer-only TFLite model loads in LiteRT)."""
-    config = training.TrainConfig(dataset="tones", data_dir=str(tones), log_dir=str(tmp_path_factory.mktemp("log")),
-                                  block="basic", init_features=16, batch_size=8, num_stages=1, max_epochs=4,
-                                  patience=4, num_readers=2)
-    return training.train(config, verbose=0)[0]
 
 
 @pytest.fixture(scope="module")
@@ -86,17 +76,16 @@ def test_cli_exports_one_format_and_refuses_unknown_ones(trained, tmp_path):
     assert result.returncode == 2 and "--format coreml: unknown" in result.stderr
 
 
-def test_integer_tflite_agrees_with_keras_within_the_limits(basic_run, tmp_path):
-    report = export.export_run(basic_run, ["tflite-int8"], out_dir=tmp_path, calibration=100,
+def test_integer_tflite_agrees_with_keras_within_the_limits(trained, tmp_path):
+    report = export.export_run(trained[0], ["tflite", "tflite-int8"], out_dir=tmp_path, calibration=100,
                                progress=lambda line: None)
     entry = report["formats"]["tflite-int8"]
     assert entry["top1_agreement"] >= 0.98 and entry["keras_accuracy"] - entry["accuracy"] <= 0.01
-    runner = backends.load_backend(tmp_path / entry["file"])
-    assert runner.input_dtype == np.int16 and entry["input_quantization"]["scale"] == pytest.approx(runner.input_scale)
-    tagger = Tagger.from_run(basic_run)
+    assert entry["bytes"] < report["formats"]["tflite"]["bytes"]
+    tagger = Tagger.from_run(trained[0])
     pcm = np.stack([rawdata.tone(1.0, 22050, rawdata.class_frequency(4 * c), seed=c) for c in range(3)])
     keras_scores = tagger.model.predict_on_batch(((pcm - tagger.mean) / tagger.std)[..., np.newaxis])
-    scores = runner.predict(pcm)["probabilities"]
+    scores = backends.load_backend(tmp_path / entry["file"]).predict(pcm)["probabilities"]
     assert (scores.argmax(axis=1) == keras_scores.argmax(axis=1)).all() and np.abs(scores - keras_scores).max() < 0.1
 
 
