@@ -22,6 +22,13 @@ def test_help_lists_the_commands_own_flags(command, script, own_flag):
         assert "--flagfile" not in result.stdout  # absl's own flags are not the command's
 
 
+@pytest.mark.parametrize("command, own_flag", [("report", "--analysis"), ("export", "--calibration"),
+                                               ("stream", "--hop")])
+def test_help_of_the_commands_beyond_the_original_scripts(command, own_flag):
+    result = samplecnn(command, "-h")
+    assert result.returncode == 0 and own_flag in result.stdout and "--flagfile" not in result.stdout
+
+
 def test_unknown_command_and_bad_flags_exit_2_with_one_line():
     result = samplecnn("nosuch")
     assert result.returncode == 2 and "unknown command 'nosuch'" in result.stderr and "train" in result.stderr
