@@ -436,7 +436,10 @@ def test_unwritable_log_dir_is_one_line_and_a_failed_start_leaves_no_run(tones, 
         manifest["splits"]["val"].update(clips=0, segments=0, shards=[])
         return json.dumps(manifest)
 
-    data, _ = copy_manifest(tones, tmp_path, without_val)
+    data = tmp_path / "data"
+    shutil.copytree(tones / "tones", data / "tones")  # with its shards: they are checked before the run starts
+    manifest = data / "tones" / "tfrecord" / "manifest.json"
+    manifest.write_text(without_val(manifest.read_text()))
     logs = tmp_path / "logs"
     result = train_cli("tones", "--data-dir", data, "--log-dir", logs, *SMALL, cwd=tmp_path)
     assert result.returncode == 2 and "val split" in result.stderr and "Traceback" not in result.stderr
