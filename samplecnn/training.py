@@ -497,6 +497,28 @@ def final_name(results, recipe):
     return FINAL_PATTERN.format(*(results[key] for key in get_recipe(recipe).checkpoint_scores))
 
 
+CHANCE_MARGIN = 3.0
+"""Standard errors above chance that the best validation accuracy must reach to count as learning."""
+
+
+def did_not_learn(rows, spec, val_segments):
+    """A warning in plain words when the best validation accuracy of a single-label run is
+    within noise of chance (1 / classes), else None. Multi-label accuracy is dominated by
+    absent labels, so those runs are not judged."""
+    column = next((key for key in rows[0] if key.startswith("val_") and key.endswith("accuracy")), None) \
+        if rows and spec.task != MULTILABEL else None
+    if column is None:
+        return None
+    best, chance = max(float(row[column]) for row in rows), 1 / spec.num_classes
+    noise = CHANCE_MARGIN * math.sqrt(chance * (1 - chance) / max(val_segments, 1))
+    if best > chance + noise:
+        return None
+    return (f"the model did not learn: its best validation accuracy {best:.3f} is within noise of chance "
+            f"({chance:.3f} + {noise:.3f} for {spec.num_classes} classes and {val_segments} validation segments). "
+            "Likely causes: too few clips per class, a learning rate too high or too low (--lr), or a schedule "
+            "that stops before the model leaves its starting plateau (--max-epochs, --patience)")
+
+
 def finish(run, manifest, state, recipe):
     """Evaluates the best checkpoint on the test set, writes results.json, renames it final-*.h5."""
     if not run.path(BEST).exists() and run.final_checkpoint() and run.path(RESULTS).exists():
@@ -506,9 +528,15 @@ def finish(run, manifest, state, recipe):
     model = keras.models.load_model(run.path(BEST), compile=False)
     results = evaluate(model, manifest)
     final = run.path(final_name(results, recipe))
+    with open(run.path(CSV_LOG), newline="") as f:
+        warning = did_not_learn(list(csv.DictReader(f)), pipeline.spec_of(manifest),
+                                manifest["splits"]["val"]["segments"])
+    if warning:
+        log.warning(warning)
     write_text_atomic(run.path(RESULTS), json.dumps({"test": results, "checkpoint": final.name,
                                                      "best_val_loss": state.best_val_loss,
-                                                     "epochs": state.epochs}, indent=1))
+                                                     "epochs": state.epochs, "learned": warning is None,
+                                                     "warning": warning}, indent=1))
     os.replace(run.path(BEST), final)
     state.finished = True
     run.save_state(state)

@@ -481,3 +481,18 @@ def test_evaluate_stops_at_a_missing_shard_with_the_repair_command(trained, tone
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: shard {shard} is missing; repair the data set "
                                                            "with `python build_dataset.py folder --raw-dir")
+
+
+def test_a_run_on_random_labels_says_it_did_not_learn(tones, trained, tmp_path):
+    assert json.loads((trained[0] / "results.json").read_text())["learned"] is True
+    rng = np.random.default_rng(0)
+    files = sorted((tones / "raw").rglob("*.wav"))
+    (tmp_path / "random.csv").write_text("path,labels\n" + "".join(f"{f},{'abc'[rng.integers(3)]}\n" for f in files))
+    build.build_dataset("csv", data_dir=tmp_path / "data", raw_dir=tmp_path / "random.csv", name="noise", workers=1)
+    result = train_cli("noise", "--data-dir", tmp_path / "data", "--log-dir", tmp_path / "log", "--num-stages", "1",
+                       "--max-epochs", "2", *SMALL, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = (tmp_path / "log").iterdir()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["learned"] is False and "within noise of chance (0.333 +" in results["warning"]
+    assert "WARNING: the model did not learn" in result.stdout and "too few clips per class" in result.stdout

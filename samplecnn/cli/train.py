@@ -85,6 +85,8 @@ def main(argv):
     print(f"test ROC-AUC {test['roc_auc']:.4f}  PR-AUC {test['pr_auc']:.4f}  accuracy {test['accuracy']:.4f}  "
           f"F1 {test['f1']:.4f}  micro F1 {test['f1_micro']:.4f}  2019 accuracy {test['accuracy_2019']:.4f}  "
           f"2019 F1 {test['f1_2019']:.4f}")
+    if results.get("warning"):
+        print(f"WARNING: {results['warning']}")
     print(f"TensorBoard: tensorboard --logdir {run_dir / training.TENSORBOARD}")
     return 0
 
