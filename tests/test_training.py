@@ -118,22 +118,25 @@ def test_patience_stops_a_stage(tmp_path):
     assert (tmp_path / "best.h5").exists() and json.loads((tmp_path / "state.json").read_text())["epochs"] == 4
 
 
-def test_resume_after_kill_finishes_the_run(tones, tmp_path):
-    args = ["tones", "--data-dir", str(tones), "--log-dir", str(tmp_path), "--num-stages", "2", "--max-epochs", "3",
-            "--patience", "5", *SMALL]
-    proc = subprocess.Popen(command("train.py", *args), cwd=tones, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    state_files = []
+def train_until(args, cwd, log_dir, epochs, **popen):
+    """(process, run directory) of a train.py run that is still running after ``epochs`` epochs."""
+    proc = subprocess.Popen(command("train.py", *args), cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, **popen)
+    deadline, state_files = time.monotonic() + 300, []
     while time.monotonic() < deadline and proc.poll() is None:
-        state_files = list(tmp_path.glob("*/state.json"))
-        if state_files and json.loads(state_files[0].read_text())["epochs"] >= 2:
+        state_files = list(log_dir.glob("*/state.json"))
+        if state_files and json.loads(state_files[0].read_text())["epochs"] >= epochs:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "training ended before it could be interrupted"
+    return proc, state_files[0].parent
+
+
+def test_resume_after_kill_finishes_the_run(tones, tmp_path):
+    args = ["tones", "--data-dir", str(tones), "--log-dir", str(tmp_path), "--num-stages", "2", "--max-epochs", "3",
+            "--patience", "5", *SMALL]
+    proc, run_dir = train_until(args, tones, tmp_path, epochs=2, stderr=subprocess.DEVNULL)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    run_dir = state_files[0].parent
     assert not list(run_dir.glob("final-*.h5"))
     result = train_cli("--resume", str(run_dir), cwd=tones)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -246,6 +249,11 @@ def test_mixed_precision_flag_sets_a_bfloat16_policy_on_cpu():
 def test_values_no_sane_run_uses_are_refused(field, value):
     with pytest.raises(ValueError, match=f"--{field.replace('_', '-')} must be"):
         training.TrainConfig(dataset="scd", **{field: value})
+
+
+def test_tensorboard_images_are_refused_with_multi_worker_training():
+    with pytest.raises(ValueError, match="--tensorboard-images is not available with --strategy multi_worker"):
+        training.TrainConfig(dataset="scd", strategy="multi_worker", tensorboard_images=True)
 
 
 def test_sane_edge_values_are_accepted():
@@ -455,18 +463,10 @@ def test_resume_refuses_other_options(trained):
 def test_ctrl_c_stops_training_with_one_line_naming_the_resume_command(tones, tmp_path):
     args = ["tones", "--data-dir", str(tones), "--log-dir", str(tmp_path), "--num-stages", "1", "--max-epochs", "50",
             "--patience", "50", *SMALL]
-    proc = subprocess.Popen(command("train.py", *args), cwd=tones, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        state_files = list(tmp_path.glob("*/state.json"))
-        if state_files and json.loads(state_files[0].read_text())["epochs"] >= 1:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "training ended before it could be interrupted"
+    proc, run_dir = train_until(args, tones, tmp_path, epochs=1, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
     os.killpg(proc.pid, signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
-    run_dir = state_files[0].parent
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
     assert stderr.strip().splitlines()[-1] == f"interrupted; continue with: python train.py --resume {run_dir}"
     assert (run_dir / "last.keras").exists()

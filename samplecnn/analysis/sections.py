@@ -105,9 +105,11 @@ class RunData:
 
 def has_data(run):
     """True when the run's test data is still where it was built (sections with predictions need it)."""
+    from samplecnn import pipeline
+
     try:
         run.manifest
-    except Exception:  # noqa: BLE001 - any unusable data set just drops those sections
+    except (pipeline.DataError, OSError):
         return False
     return True
 

@@ -27,7 +27,7 @@ def main(argv):
         raise UsageError(f"--format {','.join(unknown)}: unknown; choose from {','.join(export.list_formats())}")
     try:
         report = export.export_run(argv[1], flag("format"), flag("out"), flag("calibration"))
-    except (FileNotFoundError, export.ExportFailed) as error:
+    except (OSError, ValueError, export.ExportFailed) as error:
         raise UsageError(str(error)) from None
     print(f"exported {', '.join(report['formats'])} (checkpoint sha256 {report['checkpoint_sha256'][:12]}...)")
     return 0
