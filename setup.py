@@ -25,7 +25,8 @@ setup(
         "ffmpeg-python",
         "absl-py",
     ],
-    extras_require={"test": ["pytest", "scipy"], "export": ["tf2onnx", "onnxruntime", "ai-edge-litert"]},
+    extras_require={"test": ["pytest", "scipy"], "export": ["tf2onnx", "onnxruntime", "ai-edge-litert"],
+                    "bench": ["torch"]},
     entry_points={
         "console_scripts": [
             "samplecnn=samplecnn.cli:main",

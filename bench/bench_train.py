@@ -15,7 +15,7 @@ every configuration sees the same machine state, the median of --runs runs of:
   b  the input pipeline alone: samplecnn's (int16, batch then one vectorized parse) vs
      the 2019 design (float32 records, tf.io.parse_single_example per segment in 8
      parallel calls, then batch), both reading and shuffling the same way;
-  c  bfloat16 mixed precision (training.set_precision(True)) vs float32 for both models
+  c  bfloat16 mixed precision (precision.BFLOAT16) vs float32 for both models
      at batch 23, in process; and on mtt SE at batch 23, each in its own process (XLA
      and the BFC allocator cannot be switched inside one): float32, XLA, the BFC
      allocator, bfloat16, bfloat16 + XLA, stepped in turn so that they interleave too.
@@ -44,7 +44,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import samplecnn  # noqa: E402
-from samplecnn import build, pipeline, recipes, training  # noqa: E402
+from samplecnn import build, pipeline, precision, recipes, training  # noqa: E402
 from samplecnn.datasets import get_spec  # noqa: E402
 from samplecnn.datasets.base import Clip, DatasetIndex  # noqa: E402
 
@@ -199,7 +199,7 @@ def baseline_2019_batches(manifest, batch_size, seed=0):
 
 def compiled_model(set_name, block, mixed=False, jit_compile=False):
     """build_model, compiled by training.compile_model for stage 0 of a default TrainConfig."""
-    training.set_precision(mixed)
+    precision.set_policy(precision.BFLOAT16 if mixed else precision.FLOAT32)
     model = samplecnn.build_model(set_name, block=block)
     config = training.TrainConfig(dataset=set_name, block=block)
     training.compile_model(model, config, stage=0, task=get_spec(set_name).task)

@@ -27,7 +27,7 @@ import time
 import keras
 import tensorflow as tf
 
-from samplecnn import distributed, metrics, pipeline
+from samplecnn import distributed, metrics, pipeline, precision
 from samplecnn.datasets import MULTILABEL
 from samplecnn.models import ModelConfig, block_module, build_samplecnn, import_module
 from samplecnn.recipes import DEFAULT_RECIPE, get_recipe, list_recipes
@@ -212,17 +212,25 @@ def make_strategy(name):
     raise ValueError(f"strategy must be default, mirrored or multi_worker, got {name!r}")
 
 
-def set_precision(enabled):
-    """bfloat16 compute on CPUs, float16 on GPUs; float32 otherwise.
+def run_precision(run, config, model_config, spec):
+    """Sets the run's dtype policy: chosen once (samplecnn.precision), recorded in config.json
+    under "precision" and kept by --resume."""
+    stored = run.config
+    if "precision" not in stored:
+        def make_model():
+            model = build_samplecnn(model_config)
+            compile_model(model, config, 0, spec.task)
+            return model
 
-    On a 2-core AVX512-BF16 CPU bfloat16 halves convolution time but not batch norm,
-    ReLU or pooling, so whole models gain 1.1-1.3x (bench/README.md).
-    """
-    if not enabled:
-        keras.mixed_precision.set_global_policy("float32")
-    else:
-        gpu = bool(tf.config.list_logical_devices("GPU"))
-        keras.mixed_precision.set_global_policy("mixed_float16" if gpu else "mixed_bfloat16")
+        choice = precision.choose(config.mixed_precision, make_model,
+                                  (config.batch_size, spec.segment_samples, 1), spec.num_classes,
+                                  f"{model_config.signature} {model_config.init_features} features, "
+                                  f"{spec.segment_samples} samples, batch {config.batch_size}")
+        stored["precision"] = dataclasses.asdict(choice)
+        write_text_atomic(run.path(CONFIG), json.dumps(stored, indent=1))
+        if config.mixed_precision:
+            log.info("mixed precision: %s (%s)", choice.policy, choice.reason)
+    precision.set_policy(stored["precision"]["policy"])
 
 
 def compile_model(model, config, stage, task):
@@ -439,7 +447,7 @@ def _train_stages(run, verbose):
     run.truncate_csv(state.epochs)
     if state.finished:
         return run.dir, json.loads(run.path(RESULTS).read_text())
-    set_precision(config.mixed_precision)
+    run_precision(run, config, model_config, spec)
     strategy = make_strategy(config.strategy)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     steps = math.ceil(manifest["splits"]["train"]["segments"] / global_batch)

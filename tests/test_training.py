@@ -230,18 +230,6 @@ def test_every_model_and_optimizer_flag_reaches_the_model():
     assert model.loss == "categorical_crossentropy"
 
 
-def test_mixed_precision_flag_sets_a_bfloat16_policy_on_cpu():
-    try:
-        training.set_precision(True)
-        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
-        model = build_samplecnn(ModelConfig(num_blocks=3, init_features=4, num_classes=2))
-        assert model.get_layer("conv0_conv").compute_dtype == "bfloat16"
-        assert model.get_layer("predictions").compute_dtype == "float32"
-    finally:
-        training.set_precision(False)
-    assert keras.mixed_precision.global_policy().name == "float32"
-
-
 @pytest.mark.parametrize("field, value", [("lr", -1.0), ("lr", 0.0), ("lr", math.nan), ("momentum", 1.0),
                                           ("momentum", -0.1), ("dropout", 1.5), ("dropout", 1.0), ("lr_decay", 0.0),
                                           ("lr_decay", -0.2), ("weight_decay", -1e-4), ("amplifying_ratio", 0.0),

@@ -1,0 +1,91 @@
+import json
+
+import keras
+import pytest
+
+from samplecnn import pipeline, precision, training
+from samplecnn.models import ModelConfig, build_samplecnn
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMPLECNN_CACHE", str(tmp_path / "cache"))
+    yield tmp_path / "cache" / "precision.json"
+    precision.set_policy(precision.FLOAT32)
+
+
+def tiny_model_factory(calls):
+    def make_model():
+        calls.append(keras.mixed_precision.global_policy().name)
+        model = build_samplecnn(ModelConfig(num_blocks=3, init_features=4, num_classes=3, activation="softmax"))
+        model.compile(optimizer="sgd", loss="categorical_crossentropy")
+        return model
+    return make_model
+
+
+def choose(calls, key="tiny"):
+    return precision.choose(True, tiny_model_factory(calls), (4, 81, 1), 3, key)
+
+
+def test_policy_set_for_bfloat16_keeps_float32_predictions():
+    try:
+        precision.set_policy(precision.BFLOAT16)
+        model = build_samplecnn(ModelConfig(num_blocks=3, init_features=4, num_classes=2))
+        assert model.get_layer("conv0_conv").compute_dtype == "bfloat16"
+        assert model.get_layer("predictions").compute_dtype == "float32"
+    finally:
+        precision.set_policy(precision.FLOAT32)
+
+
+def test_not_requested_is_float32_without_a_probe(cache):
+    calls = []
+    choice = precision.choose(False, tiny_model_factory(calls), (4, 81, 1), 3, "tiny")
+    assert choice == precision.Choice("float32", "mixed precision not requested")
+    assert calls == [] and not cache.exists()
+
+
+def test_probe_measures_both_precisions_and_caches_the_speedup(cache):
+    calls = []
+    choice = choose(calls)
+    assert calls == ["float32", "mixed_bfloat16"]
+    speedup = json.loads(cache.read_text())[precision.machine_key("tiny")]
+    assert speedup > 0
+    expected = precision.BFLOAT16 if speedup >= precision.MIN_SPEEDUP else precision.FLOAT32
+    assert choice.policy == expected and f"{speedup:.2f}x" in choice.reason and "measured now" in choice.reason
+    again = choose(calls)
+    assert calls == ["float32", "mixed_bfloat16"]  # no second probe
+    assert again.policy == choice.policy and "measured earlier on this machine" in again.reason
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+@pytest.mark.parametrize("speedup, policy, words", [
+    (0.81, "float32", "stays in float32: bfloat16 trains only 0.81x as fast"),
+    (1.03, "float32", "it must reach 1.05x"),
+    (1.29, "mixed_bfloat16", "bfloat16 trains 1.29x as fast as float32 on this CPU"),
+])
+def test_a_cached_speedup_decides_without_building_a_model(cache, speedup, policy, words):
+    cache.parent.mkdir(parents=True)
+    cache.write_text(json.dumps({precision.machine_key("tiny"): speedup}))
+    calls = []
+    choice = choose(calls)
+    assert calls == [] and choice.policy == policy and words in choice.reason
+
+
+@pytest.mark.parametrize("capability, policy", [((9, 0), "mixed_bfloat16"), ((8, 6), "mixed_bfloat16"),
+                                                ((7, 5), "mixed_float16"), ((6, 1), "float32"), (None, "float32")])
+def test_gpus_choose_by_compute_capability(capability, policy):
+    assert precision.gpu_choice(capability).policy == policy
+
+
+def test_a_run_trains_in_the_chosen_precision_and_records_it(tones, cache, tmp_path):
+    config = training.TrainConfig(dataset="tones", data_dir=str(tones), log_dir=str(tmp_path / "log"),
+                                  init_features=8, batch_size=8, num_readers=2, num_stages=1, max_epochs=1,
+                                  mixed_precision=True)
+    samples = pipeline.spec_of(pipeline.load_manifest(pipeline.dataset_dir(tones, "tones"))).segment_samples
+    spec_key = f"se 8 features, {samples} samples, batch 8"
+    cache.parent.mkdir(parents=True)
+    cache.write_text(json.dumps({precision.machine_key(spec_key): 1.5}))
+    run_dir, _ = training.train(config, verbose=0)
+    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # the policy the run trained in
+    stored = json.loads((run_dir / "config.json").read_text())["precision"]
+    assert stored["policy"] == "mixed_bfloat16" and "1.50x" in stored["reason"]
