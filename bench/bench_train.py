@@ -20,6 +20,13 @@ every configuration sees the same machine state, the median of --runs runs of:
      and the BFC allocator cannot be switched inside one): float32, XLA, the BFC
      allocator, bfloat16, bfloat16 + XLA, stepped in turn so that they interleave too.
 
+With --device gpu (a GPU must be present) it measures instead, for both models, real training
+on the GPU at batch 23, 64, 128 and 256 in float32 and in the precision that --mixed-precision
+picks for that GPU, and whether the input pipeline (on the CPU) keeps the GPU fed: the
+pipeline's rate per core against the best training rate, i.e. the cores feeding takes.
+Either way it prints, from the models' FLOPs and the pipeline's measured rate per core,
+how many cores would feed a GPU training at a given fraction of its published peak.
+
 Every timed fit() leaves out its first step, which pays for starting the iterator
 (filling the shuffle buffer) and, on the first call, for tracing. Prints Markdown tables
 and writes results.json to --work-dir.
@@ -407,6 +414,75 @@ def targets(results):
     ]
 
 
+# ---------------------------------------------------------------- feeding a GPU
+
+GPU_BATCHES = (23, 64, 128, 256)
+GPU_PEAKS_TFLOPS = {  # published dense peaks of the SXM parts: (float32 or TF32, bfloat16/float16)
+    "A100": (156, 312),
+    "H100": (495, 989),
+}
+PEAK_FRACTION = 0.4  # what large convolutions typically reach of the tensor-core peak
+
+
+def training_gflops_per_segment(model, segment_samples):
+    """Forward convolution and dense FLOPs of one segment, times 3 for the backward pass."""
+    length, flops = segment_samples, 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv1D):
+            stride = layer.strides[0]
+            out = length // stride if layer.padding == "same" else (length - layer.kernel_size[0]) // stride + 1
+            flops += 2 * layer.kernel_size[0] * layer.input.shape[-1] * layer.filters * out
+            length = out
+        elif isinstance(layer, keras.layers.MaxPooling1D):
+            length //= layer.pool_size[0]
+        elif isinstance(layer, keras.layers.Dense):
+            flops += 2 * layer.input.shape[-1] * layer.units
+    return 3 * flops / 1e9
+
+
+def feed_estimate(pipe_rates):
+    """Markdown: cores of samplecnn's input pipeline a GPU at PEAK_FRACTION of its peak needs."""
+    lines = [f"Cores to feed a GPU training at {PEAK_FRACTION:.0%} of its published peak "
+             "(pipeline rate measured here, per core):", "",
+             "| model | GFLOP / segment (train) | pipeline / core | GPU | precision | segments/s | cores |",
+             "|---|---:|---:|---|---|---:|---:|"]
+    for name, (set_name, block) in MODELS.items():
+        model = samplecnn.build_model(set_name, block=block)
+        gflops = training_gflops_per_segment(model, get_spec(set_name).segment_samples)
+        per_core = pipe_rates[set_name] / os.cpu_count()
+        for gpu, peaks in GPU_PEAKS_TFLOPS.items():
+            for precision_name, peak in zip(("TF32", "bfloat16"), peaks):
+                rate = PEAK_FRACTION * peak * 1e3 / gflops
+                lines.append(f"| {name} | {gflops:.2f} | {per_core:.0f} | {gpu} | {precision_name} | {rate:.0f} "
+                             f"| {rate / per_core:.1f} |")
+    return lines
+
+
+def measure_gpu(args, manifests, pipe_rates):
+    """Markdown: training on the GPU by batch size and precision, and the cores feeding takes."""
+    gpu = tf.config.list_physical_devices("GPU")[0]
+    mixed = precision.gpu_choice(tf.config.experimental.get_device_details(gpu).get("compute_capability"))
+    lines = [f"GPU: {tf.config.experimental.get_device_details(gpu).get('device_name', gpu.name)}; "
+             f"--mixed-precision picks {mixed.policy} ({mixed.reason})", "",
+             "| model | batch | precision | pipeline (ii) segments/s | cores to feed it |", "|---|---:|---|---:|---:|"]
+    for name, (set_name, block) in MODELS.items():
+        per_core = pipe_rates[set_name] / os.cpu_count()
+        for policy in dict.fromkeys((precision.FLOAT32, mixed.policy)):
+            for batch in GPU_BATCHES:
+                precision.set_policy(policy)
+                model = samplecnn.build_model(set_name, block=block)
+                training.compile_model(model, training.TrainConfig(dataset=set_name, block=block), stage=0,
+                                       task=get_spec(set_name).task)
+                batches = training_batches(manifests[set_name]["int16"], batch)
+                training_rate(model, batches, batch, 1)
+                rates = [training_rate(model, batches, batch, timed_steps(args, batch)) for _ in range(args.runs)]
+                rate = statistics.median(rates)
+                lines.append(f"| {name} | {batch} | {policy} | {rate:.1f} | {rate / per_core:.2f} |")
+                log(lines[-1])
+    precision.set_policy(precision.FLOAT32)
+    return lines
+
+
 # ---------------------------------------------------------------- main
 
 def measure_pipeline(args, manifests):
@@ -437,8 +513,14 @@ def main():
     parser.add_argument("--pipeline-segments", type=int, help="segments per input-pipeline run (default 20000, "
                                                               "--quick 2000)")
     parser.add_argument("--pipeline-only", action="store_true", help="measure only the input pipelines (part b)")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                        help="gpu: training on the GPU by batch size and precision, and the cores feeding it takes")
     parser.add_argument("--variant", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.device == "cpu":
+        tf.config.set_visible_devices([], "GPU")
+    elif not tf.config.list_physical_devices("GPU"):
+        sys.exit("--device gpu: TensorFlow sees no GPU here (tf.config.list_physical_devices('GPU') is empty)")
     args.runs = args.runs or (1 if args.quick else 5)
     args.segments = args.segments or (46 if args.quick else 200)
     args.pipeline_segments = args.pipeline_segments or (2000 if args.quick else 20000)
@@ -451,9 +533,12 @@ def main():
     manifests = prepare_sets(args)
 
     pipeline_runs = measure_pipeline(args, manifests)
-    if args.pipeline_only:
-        pipe = {name: {design: summary(r) for design, r in runs.items()} for name, runs in pipeline_runs.items()}
-        print("\n".join([results_header(watch), *pipeline_markdown(pipe, args.pipeline_segments)]))
+    pipe = {name: {design: summary(r) for design, r in runs.items()} for name, runs in pipeline_runs.items()}
+    pipe_rates = {name: s["samplecnn"]["median"] for name, s in pipe.items()}
+    if args.pipeline_only or args.device == "gpu":
+        gpu_lines = ["", *measure_gpu(args, manifests, pipe_rates)] if args.device == "gpu" else []
+        print("\n".join([results_header(watch), *pipeline_markdown(pipe, args.pipeline_segments), *gpu_lines, "",
+                         *feed_estimate(pipe_rates)]))
         return
 
     log("c: process-wide set-ups (XLA, BFC allocator, bfloat16) on mtt SE, batch 23")
@@ -476,12 +561,13 @@ def main():
         "args": {"runs": args.runs, "segments": args.segments, "pipeline_segments": args.pipeline_segments,
                  "quick": args.quick},
         "training": {name: {feed: summary(r) for feed, r in feeds.items()} for name, feeds in training_runs.items()},
-        "pipeline": {name: {design: summary(r) for design, r in runs.items()} for name, runs in pipeline_runs.items()},
+        "pipeline": pipe,
         "variants": {name: summary(r) for name, r in variant_runs.items()},
         "runs": {"training": training_runs, "pipeline": pipeline_runs, "variants": variant_runs},
     }
     (args.work_dir / "results.json").write_text(json.dumps(results, indent=1))
     print(markdown(results))
+    print("\n".join(["", *feed_estimate(pipe_rates)]))
 
 
 if __name__ == "__main__":
