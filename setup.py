@@ -25,7 +25,9 @@ setup(
         "ffmpeg-python",
         "absl-py",
     ],
-    extras_require={"test": ["pytest", "scipy"], "export": ["tf2onnx", "onnxruntime", "ai-edge-litert"]},
+    extras_require={"test": ["pytest", "scipy", "selenium"], "export": ["tf2onnx", "onnxruntime", "ai-edge-litert"],
+                    "serve": ["fastapi", "uvicorn", "python-multipart", "fastapi-offline"]},
+    package_data={"samplecnn.serve": ["static/*"]},
     entry_points={
         "console_scripts": [
             "samplecnn=samplecnn.cli:main",
