@@ -152,6 +152,8 @@ def test_hostile_uploads_are_refused_and_nothing_is_left(server, clips, tmp_path
     assert status == 413 and "--max-unpacked-mb" in answer["detail"]
     status, answer, _ = server.upload("/v1/predict", [("big.wav", bytes(2 << 20))])
     assert status == 413 and "--max-upload-mb" in answer["detail"]
+    status, answer, _ = server.upload("/v1/predict", [(f"{i}.wav", b"x") for i in range(101)])
+    assert status == 413 and "--max-files" in answer["detail"]
     status, answer, _ = server.request("POST", "/v1/predict", b"not multipart", {"Content-Type": "text/plain"})
     assert status == 415 and "multipart/form-data" in answer["detail"]
     status, answer, _ = server.request("POST", "/v1/predict?top_k=0", b"")

@@ -1,14 +1,16 @@
 """samplecnn serve in a real browser: Debian's chromium and chromedriver, headless, driven by selenium."""
 import json
 import shutil
+import time
 import urllib.parse
 
+import numpy as np
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 import rawdata
 from samplecnn.inference import Tagger
@@ -17,9 +19,13 @@ from servers import Server
 TOKEN = "browser-token"
 
 
-def chromium(*arguments):
-    """Headless chromium with its performance log (every network request) kept."""
+def chromium(*arguments, downloads=None):
+    """Headless chromium with its performance log (every network request) kept; files it
+    downloads go to ``downloads``."""
     options = webdriver.ChromeOptions()
+    if downloads:
+        options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                                  "download.prompt_for_download": False})
     options.binary_location = shutil.which("chromium")
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900",
                      *arguments):
@@ -38,9 +44,9 @@ def requested_urls(driver):
 
 
 @pytest.fixture(scope="module")
-def server(trained, tmp_path_factory):
+def server(trained, data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("serve-browser")
-    running = Server(trained[0], "--log-dir", root / "log", "--data-dir", root / "data", "--token", TOKEN,
+    running = Server(trained[0], "--log-dir", root / "log", "--data-dir", data_dir, "--token", TOKEN,
                      tmp_dir=root / "tmp", token=TOKEN)
     yield running
     running.stop()
@@ -62,8 +68,6 @@ def test_page_tags_an_uploaded_clip(server, trained, tones, tmp_path):
         labels = [e.text for e in result.find_elements(By.CSS_SELECTOR, ".bar .label")]
         assert result.find_element(By.TAG_NAME, "h4").text == "3.wav"
         assert labels[0] == expected and len(labels) == 3
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#job-form select[name=dataset] option") == [] and
-                   d.find_element(By.CSS_SELECTOR, "#job-form select[name=block]").get_attribute("value") == "se")
         driver.save_screenshot(str(tmp_path / "page.png"))
         assert (tmp_path / "page.png").stat().st_size > 10_000
         hosts = {urllib.parse.urlsplit(url).hostname for url in requested_urls(driver) if url.startswith("http")}
@@ -72,19 +76,63 @@ def test_page_tags_an_uploaded_clip(server, trained, tones, tmp_path):
         driver.quit()
 
 
+def open_page(server, *arguments, downloads=None):
+    """Chromium on the page, with the token already stored."""
+    driver = chromium(*arguments, downloads=downloads)
+    driver.get(server.url + "/")
+    driver.execute_script(f"localStorage.setItem('samplecnn-token', '{TOKEN}')")
+    driver.refresh()
+    return driver
+
+
 def test_page_draws_a_timeline_for_windows(server, tmp_path):
     long = rawdata.write_wav(tmp_path / "long.wav", rawdata.tone(3.0, 16000, rawdata.class_frequency(0)), 16000)
-    driver = chromium()
+    driver = open_page(server, downloads=tmp_path / "downloads")
     try:
-        driver.get(server.url + "/")
-        driver.execute_script(f"localStorage.setItem('samplecnn-token', '{TOKEN}')")
-        driver.refresh()
         driver.find_element(By.ID, "window").send_keys("1")
         driver.find_element(By.ID, "files").send_keys(str(long))
         timeline = WebDriverWait(driver, 60).until(
             expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, ".timeline")))
         assert "3 windows, 0.00-3.00 s" in timeline.text
         assert len(timeline.find_elements(By.CSS_SELECTOR, "tr")[0].find_elements(By.TAG_NAME, "td")) == 3
+        driver.find_element(By.ID, "embed").click()
+        saved = tmp_path / "downloads" / "embeddings.npy"
+        WebDriverWait(driver, 60).until(lambda d: saved.is_file() and saved.stat().st_size > 0)
+        table = np.load(saved)
+        assert list(table["name"]) == ["long.wav"] * 3 and list(table["timeStamp"]) == [0.0, 1.0, 2.0]
+    finally:
+        driver.quit()
+
+
+def test_recording_from_the_microphone_is_tagged(server):
+    driver = open_page(server, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
+    try:
+        driver.find_element(By.ID, "record").click()
+        WebDriverWait(driver, 30).until(expected_conditions.text_to_be_present_in_element((By.ID, "record"), "stop"))
+        time.sleep(1.5)
+        driver.find_element(By.ID, "record").click()
+        result = WebDriverWait(driver, 60).until(
+            expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, ".file-result")))
+        assert result.find_element(By.TAG_NAME, "h4").text.startswith("recording.")
+        assert len(result.find_elements(By.CSS_SELECTOR, ".bar")) == 3, result.text
+    finally:
+        driver.quit()
+
+
+def test_training_form_starts_a_job_that_the_list_follows(server):
+    driver = open_page(server)
+    try:
+        wait = WebDriverWait(driver, 60)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "select[name=dataset] option")) == 2)
+        Select(driver.find_element(By.CSS_SELECTOR, "select[name=dataset]")).select_by_visible_text("broken")
+        for name, value in (("max_epochs", "1"), ("init_features", "8"), ("batch_size", "8")):
+            field = driver.find_element(By.CSS_SELECTOR, f"#job-form input[name={name}]")
+            field.clear()
+            field.send_keys(value)
+        driver.find_element(By.CSS_SELECTOR, "#job-form button[type=submit]").click()
+        wait.until(expected_conditions.text_to_be_present_in_element((By.CSS_SELECTOR, "#jobs tbody"), "broken / se"))
+        WebDriverWait(driver, 180).until(expected_conditions.text_to_be_present_in_element(
+            (By.CSS_SELECTOR, "#jobs tbody tr .status-failed"), "is missing; repair the data set"))
     finally:
         driver.quit()
 

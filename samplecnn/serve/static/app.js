@@ -204,6 +204,8 @@ function number(value, digits = 4) {
 
 function jobRow(job) {
   const latest = job.latest || {};
+  // log.csv names the accuracy after the metric: val_categorical_accuracy, val_binary_accuracy, ...
+  const valAccuracy = Object.entries(latest).find(([key]) => key.startsWith("val_") && key.endsWith("accuracy"));
   const actions = element("td");
   const action = (label, method, path) => {
     const button = element("button", { type: "button" }, label);
@@ -231,7 +233,7 @@ function jobRow(job) {
     element("td", {}, `${job.config.dataset} / ${job.config.block || "se"}`),
     element("td", {}, job.epoch === null ? "–" : `${job.stage + (job.status === "finished" ? 0 : 1)}/${job.num_stages} · ${job.epoch}`),
     element("td", {}, `${number(latest.loss)} / ${number(latest.val_loss)}`),
-    element("td", {}, number(latest.val_accuracy, 3)),
+    element("td", {}, number(valAccuracy && valAccuracy[1], 3)),
     element("td", {}, `${seconds(job.elapsed_seconds)} / ${job.status === "running" ? "≤ " + seconds(job.eta_seconds) : "–"}`),
     element("td", {}, test),
     actions);
