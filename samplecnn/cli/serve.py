@@ -15,7 +15,7 @@ from absl import flags
 from samplecnn.cli import UsageError, flag, run
 
 flags.DEFINE_string("host", "127.0.0.1", "Address to bind; anything but loopback needs --token.")
-flags.DEFINE_integer("port", 8000, "TCP port.", lower_bound=0, upper_bound=65535)
+flags.DEFINE_integer("port", 8000, "TCP port.", lower_bound=1, upper_bound=65535)
 flags.DEFINE_string("log-dir", "./log", "Where training jobs write their run directories (and the job list).")
 flags.DEFINE_string("data-dir", "./data", "Data root of the data sets training jobs can use.")
 flags.DEFINE_string("token", None, "Require 'Authorization: Bearer TOKEN' on every /v1 request (default: "

@@ -117,7 +117,7 @@ def _alive(pid):
     return True
 
 
-def _read_csv_tail(path):
+def _csv_rows(path):
     if not path.is_file():
         return []
     with open(path, newline="") as f:
@@ -321,7 +321,7 @@ class JobManager:
             return view
         run = training.Run(job.run_dir)
         state = run.load_state() if run.path(training.STATE).is_file() else None
-        rows = _read_csv_tail(run.path(training.CSV_LOG))
+        rows = _csv_rows(run.path(training.CSV_LOG))
         if state is not None:
             view["stage"], view["epoch"] = state.stage, state.epochs
         if rows:

@@ -196,15 +196,14 @@ def test_job_values_are_checked_naming_the_field(server):
 
 def test_jobs_fail_with_their_message_finish_and_are_served(server, data_dir):
     status, broken, _ = server.request("POST", "/v1/jobs", {"dataset": "broken", **SMALL_JOB})
-    assert status == 201 and broken["status"] in ("queued", "running")
-    failed = wait_for(lambda: (job := server.request("GET", f"/v1/jobs/{broken['id']}")[1])["status"] == "failed"
-                      and job, timeout=90)
-    assert "is missing; repair the data set with" in failed["error"] and failed["run_dir"] is None
-    assert server.request("POST", f"/v1/jobs/{broken['id']}/resume")[0] == 409
-
+    assert status == 201 and broken["status"] == "running"
     status, job, _ = server.request("POST", "/v1/jobs", {"dataset": "tones", "name": "short", "num_stages": 1,
                                                          "max_epochs": 1, **SMALL_JOB})
-    assert status == 201
+    assert status == 201 and job["status"] == "queued"  # --max-jobs 1: it waits for the first
+    failed = wait_for(lambda: (view := server.request("GET", f"/v1/jobs/{broken['id']}")[1])["status"] == "failed"
+                      and view, timeout=90)
+    assert "is missing; repair the data set with" in failed["error"] and failed["run_dir"] is None
+    assert server.request("POST", f"/v1/jobs/{broken['id']}/resume")[0] == 409
     done = wait_for(lambda: (view := server.request("GET", f"/v1/jobs/{job['id']}")[1])["status"] in
                     ("finished", "failed") and view, timeout=240)
     assert done["status"] == "finished", done
