@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-SYSTEM_PACKAGES := ffmpeg espeak-ng
+# Debian package:command it provides (chromium and its driver run the browser tests of samplecnn serve)
+SYSTEM_PACKAGES := ffmpeg:ffmpeg espeak-ng:espeak-ng chromium:chromium chromium-driver:chromedriver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test demo system-deps install clean
@@ -10,7 +11,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Installs the Debian packages only when one of their commands is missing, and python3-venv
 # when $(PYTHON) cannot make a virtual environment (Debian and Ubuntu ship ensurepip apart).
 system-deps:
-	@missing=""; for cmd in $(SYSTEM_PACKAGES); do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
+	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
+		command -v $${entry#*:} >/dev/null || missing="$$missing $${entry%%:*}"; done; \
 	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		echo "Installing system packages:$$missing"; \
@@ -20,7 +22,7 @@ system-deps:
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,export]'
+	$(PY) -m pip install -q -e '.[test,export,serve]'
 	touch $@
 
 install: system-deps $(VENV)/.installed

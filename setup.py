@@ -25,8 +25,13 @@ setup(
         "ffmpeg-python",
         "absl-py",
     ],
-    extras_require={"test": ["pytest", "scipy"], "export": ["tf2onnx", "onnxruntime", "ai-edge-litert"],
-                    "bench": ["torch"]},
+    extras_require={
+        "test": ["pytest", "scipy", "selenium"],
+        "export": ["tf2onnx", "onnxruntime", "ai-edge-litert"],
+        "serve": ["fastapi", "uvicorn", "python-multipart", "fastapi-offline"],
+        "bench": ["torch"],
+    },
+    package_data={"samplecnn.serve": ["static/*"]},
     entry_points={
         "console_scripts": [
             "samplecnn=samplecnn.cli:main",

@@ -31,15 +31,18 @@ def check_writable(path, option):
         raise ValueError(f"{option} {path}: no permission to write there; choose a writable folder")
 
 
+def prediction_row(prediction, classes, top_k):
+    """One file's or window's result as predict's JSON writes it (the REST API answers the same)."""
+    order = np.argsort(prediction.scores)[::-1][:top_k]
+    return {"path": prediction.path, "start": round(prediction.start, 6), "end": round(prediction.end, 6),
+            "top": [[classes[i], float(prediction.scores[i])] for i in order],
+            "scores": {c: float(s) for c, s in zip(classes, prediction.scores)}}
+
+
 def write_predictions(path, predictions, classes, top_k, failures=()):
     """One row per file or window: path, start, end, the top classes, every class's probability."""
     suffix = check_suffix(path, PREDICTION_FORMATS, "--output")
-    rows = []
-    for p in predictions:
-        order = np.argsort(p.scores)[::-1][:top_k]
-        rows.append({"path": p.path, "start": round(p.start, 6), "end": round(p.end, 6),
-                     "top": [[classes[i], float(p.scores[i])] for i in order],
-                     "scores": {c: float(s) for c, s in zip(classes, p.scores)}})
+    rows = [prediction_row(p, classes, top_k) for p in predictions]
     if suffix == ".json":
         pathlib.Path(path).write_text(json.dumps({"predictions": rows, "failures": list(failures)}, indent=1),
                                       encoding="utf-8")
