@@ -548,8 +548,9 @@ def build_dataset(dataset, data_dir="data", raw_dir=None, name=None, workers=Non
     custom sets need ``name`` and accept sample_rate, clip_seconds, segment_samples,
     val_fraction and test_fraction, or instead of these two fractions ``folds`` and
     ``group_pattern`` (folder) or ``fold_column`` (csv) for a fold set. Clips shorter
-    than ``min_seconds`` (default: a tenth of the clip length) are skipped; ``recipe`` chooses how short clips are padded. ``verify``
-    re-reads every finished shard (checksum and record count) and rebuilds damaged ones.
+    than ``min_seconds`` (default: a tenth of the clip length) are skipped; ``recipe``
+    chooses how short clips are padded. ``verify`` re-reads every finished shard (checksum
+    and record count) and rebuilds damaged ones.
     """
     get_recipe(recipe)  # an unknown recipe stops before any work
     name, raw_dir, index = index_dataset(dataset, data_dir, raw_dir, name, seed, **custom_options)

@@ -94,8 +94,8 @@ class DatasetIndex:
     """What an indexer finds in a raw layout.
 
     A fold set's clips have the split ``fold_split(k)`` of their fold. ``failures`` are
-    clips listed by the annotations but unusable before decoding (e.g. audio missing); ``notes`` are facts worth reporting (e.g. a class list that
-    differs from the spec's).
+    clips listed by the annotations but unusable before decoding (e.g. audio missing);
+    ``notes`` are facts worth reporting (e.g. a class list that differs from the spec's).
     """
 
     spec: DatasetSpec
