@@ -120,10 +120,10 @@ def _run_folds(parent, config, folds, verbose):
                 if directory.is_dir() and not any(directory.iterdir()):
                     directory.rmdir()  # made just before a kill, before its config.json
                 training.train(dataclasses.replace(config, fold=fold), verbose, directory=directory)
-        except training.RunInterrupted:
-            raise training.RunInterrupted(parent) from None
-        save_predictions(directory)
-        results = summarize(parent)
+            save_predictions(directory)
+            results = summarize(parent)
+        except KeyboardInterrupt:
+            raise training.RunInterrupted(parent) from None  # the parent resumes every fold
     return parent, results
 
 

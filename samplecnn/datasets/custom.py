@@ -178,15 +178,15 @@ def index_csv(csv_path, name, seed=0, val_fraction=None, test_fraction=None, fol
     if not {"path", "labels"} <= set(table.columns):
         raise LayoutError(f"{csv_path} must have columns path,labels[,split] (labels separated by "
                           f"'{LABEL_SEPARATOR}'); found {list(table.columns)}")
-    if "split" not in table.columns:
-        table["split"] = ""
-    bad = sorted(set(table["split"]) - set(SPLITS) - {""})
-    if bad:
-        raise LayoutError(f"{csv_path}: split must be one of {', '.join(SPLITS)} or empty, found {bad}")
     folds = []
     if fold_column is not None:
         refuse_fractions(val_fraction, test_fraction)
         folds = csv_folds(table, csv_path, fold_column)
+    if "split" not in table.columns:
+        table["split"] = ""
+    bad = sorted(set(table["split"]) - set(SPLITS) - {""} - {fold_split(k) for k in range(len(folds))})
+    if bad:
+        raise LayoutError(f"{csv_path}: split must be one of {', '.join(SPLITS)} or empty, found {bad}")
     items, fixed, line_of, repeated = {}, {}, {}, []
     for line, row in enumerate(table.itertuples(index=False), start=2):
         labels = tuple(sorted({x.strip() for x in row.labels.split(LABEL_SEPARATOR) if x.strip()}))
@@ -219,7 +219,7 @@ def csv_folds(table, csv_path, column):
     if column not in table.columns:
         raise LayoutError(f"--fold-column {column}: {csv_path} has no column {column!r}; its columns are "
                           f"{list(table.columns)}")
-    if any(table["split"]):
+    if "split" in table.columns and any(table["split"]):
         raise LayoutError(f"{csv_path} has both a split column and the fold column {column!r}: a fold set has no "
                           "fixed split (its folds take turns as test and validation data); drop one of them")
     values = table[column].str.strip()
