@@ -15,8 +15,8 @@ LABEL_SEPARATOR = ";"
 DEFAULTS = dict(sample_rate=22050, clip_seconds=1.0, segment_samples=22050, val_fraction=0.1,
                 test_fraction=0.1, threshold=0.5, shard_bytes=64 * 2**20)
 MIN_FOLDS = 3
-FOLD_OPTIONS = ("folds", "group_pattern", "fold_column")
 """A fold run tests on one fold, validates on the next and trains on the others: at least one."""
+FOLD_OPTIONS = ("folds", "group_pattern", "fold_column")
 
 
 def blocks_for(segment_samples):
