@@ -86,6 +86,16 @@ def test_every_clip_in_exactly_one_fold_and_no_group_in_two(folds):
         assert manifest["splits"][f"fold{k}"]["clips"] == 12
 
 
+def test_dry_run_shows_the_folds(folds, tmp_path):
+    data, _, _ = folds
+    result = run_script("build_dataset.py", "folder", "--raw-dir", data.parent / "raw", "--name", "x", "--data-dir",
+                        tmp_path / "d", "--folds", "3", "--group-pattern", GROUP_PATTERN, "--dry-run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stdout.splitlines() if line.startswith("fold")] == \
+        ["fold0: 12 clips", "fold1: 12 clips", "fold2: 12 clips"]
+    assert not (tmp_path / "d").exists()
+
+
 def test_folds_are_seeded(tmp_path):
     make_raw(tmp_path / "raw")
 
