@@ -254,7 +254,7 @@ def min_clip_samples(spec, min_seconds=None):
 
 
 def plan_shards(index, out_dir, sample_dtype, seed, padding, min_samples=1):
-    """The Shards of every split: train clips shuffled (seeded) so shards mix classes."""
+    """The Shards of every split: train clips and each fold's clips shuffled (seeded) so shards mix classes."""
     spec = index.spec
     fmt = AudioFormat(spec.sample_rate, spec.clip_samples, spec.segment_samples, spec.segments_per_clip,
                       sample_dtype, padding, min_samples)
@@ -262,9 +262,9 @@ def plan_shards(index, out_dir, sample_dtype, seed, padding, min_samples=1):
     chunk_size = math.ceil(spec.clips_per_shard / CHUNKS_PER_SHARD)
     state = out_dir / STATE_DIR
     shards = []
-    for split in base.SPLITS:
+    for split in index.splits:
         clips = sorted((c for c in index.clips if c.split == split), key=lambda c: c.clip_id)
-        if split == "train":
+        if split not in ("val", "test"):
             random.Random(seed).shuffle(clips)
         rows = []
         for clip in clips:
@@ -462,9 +462,22 @@ def _write_shards(index, shards, out_dir, dataset, workers, sample_dtype, overwr
     return manifest
 
 
+def mean_std(moments):
+    """(mean, std) of samples from their summed (sum, sum_sq, count) dicts; (0, 1) for none."""
+    total, total_sq, count = (sum(m[key] for m in moments) for key in ("sum", "sum_sq", "count"))
+    if not count:
+        return 0.0, 1.0
+    mean = total / count
+    return mean, math.sqrt(max(total_sq / count - mean ** 2, 0.0))
+
+
 def assemble_manifest(index, shards, dataset, sample_dtype, seed, options):
-    splits = {s: {"clips": 0, "segments": 0, "shards": []} for s in base.SPLITS}
-    failures, total, total_sq, count, files = list(index.failures), 0.0, 0.0, 0, {}
+    """The manifest: a fold set's folds (``folds``: their names; ``splits``: one per fold)
+    also record their sample moments, from which a fold run's training mean/std is pooled;
+    its own mean/std are those of all its clips."""
+    splits = {s: {"clips": 0, "segments": 0, "shards": []} for s in index.splits}
+    failures, files = list(index.failures), {}
+    moments = {s: {"sum": 0.0, "sum_sq": 0.0, "count": 0} for s in index.splits}
     for shard in shards:
         summary = json.loads(pathlib.Path(shard.sidecar).read_text())
         entry = splits[shard.split]
@@ -473,17 +486,21 @@ def assemble_manifest(index, shards, dataset, sample_dtype, seed, options):
         entry["shards"].append(pathlib.Path(shard.path).name)
         files[pathlib.Path(shard.path).name] = {key: summary[key] for key in ("bytes", "crc32c", "records")}
         failures.extend(summary["failures"])
-        if shard.split == "train":
-            total, total_sq, count = total + summary["sum"], total_sq + summary["sum_sq"], count + summary["count"]
-    mean = total / count if count else 0.0
-    std = math.sqrt(max(total_sq / count - mean ** 2, 0.0)) if count else 1.0
+        for key in ("sum", "sum_sq", "count"):
+            moments[shard.split][key] += summary[key]
+    if index.folds:
+        for split in index.splits:
+            splits[split]["moments"] = moments[split]
+    mean, std = mean_std([moments[s] for s in index.splits if s not in ("val", "test")])
     spec = index.spec.to_dict()
+    folds = {"folds": list(index.folds)} if index.folds else {}
     return {
         "dataset": dataset,
         "spec": spec,
         "classes": spec["classes"],
         "sample_dtype": sample_dtype,
         "splits": splits,
+        **folds,
         "shard_files": files,
         "mean": mean,
         "std": std,
@@ -529,9 +546,11 @@ def build_dataset(dataset, data_dir="data", raw_dir=None, name=None, workers=Non
     ``dataset`` is mtt, scd or dcs (raw files in ``data_dir/<dataset>/raw``), ``folder``
     (``raw_dir`` holds one sub-folder per class) or ``csv`` (``raw_dir`` is the CSV file);
     custom sets need ``name`` and accept sample_rate, clip_seconds, segment_samples,
-    val_fraction and test_fraction. Clips shorter than ``min_seconds`` (default: a tenth of
-    the clip length) are skipped; ``recipe`` chooses how short clips are padded. ``verify``
-    re-reads every finished shard (checksum and record count) and rebuilds damaged ones.
+    val_fraction and test_fraction, or instead of these two fractions ``folds`` and
+    ``group_pattern`` (folder) or ``fold_column`` (csv) for a fold set. Clips shorter
+    than ``min_seconds`` (default: a tenth of the clip length) are skipped; ``recipe``
+    chooses how short clips are padded. ``verify`` re-reads every finished shard (checksum
+    and record count) and rebuilds damaged ones.
     """
     get_recipe(recipe)  # an unknown recipe stops before any work
     name, raw_dir, index = index_dataset(dataset, data_dir, raw_dir, name, seed, **custom_options)
@@ -550,7 +569,7 @@ def rebuild_command(manifest):
     words = ["python", "build_dataset.py", source]
     if source in ("folder", "csv"):
         words += ["--csv" if source == "csv" else "--raw-dir", options["raw_dir"], "--name", name]
-        for key in (key for key in custom.DEFAULTS if key in options):
+        for key in (key for key in (*custom.DEFAULTS, *custom.FOLD_OPTIONS) if options.get(key) is not None):
             words += [f"--{key.replace('_', '-')}", options[key]]
     elif "raw_dir" in options and pathlib.Path(options["raw_dir"]) != (data_dir / name / "raw").resolve():
         words += ["--raw-dir", options["raw_dir"]]

@@ -11,8 +11,9 @@ import pathlib
 
 import tensorflow as tf
 
-from samplecnn.build import MANIFEST, rebuild_command
+from samplecnn.build import MANIFEST, mean_std, rebuild_command
 from samplecnn.datasets import DatasetSpec, list_specs
+from samplecnn.datasets.base import fold_split
 from samplecnn.recipes import DEFAULT_RECIPE, get_recipe
 from samplecnn.records import INT16_SCALE
 
@@ -37,6 +38,38 @@ def load_manifest(tfrecord_dir):
     manifest["dir"] = str(tfrecord_dir)
     check_shards(manifest)
     return manifest
+
+
+def training_manifest(tfrecord_dir, fold=None):
+    """The manifest a run trains and tests on: the data set's own, or for ``fold`` k of a fold
+    set a view of its K folds with fold k as test, fold k+1 (mod K) as val and the rest as
+    train, standardized with the training folds' mean and std. Raises DataError when a fold
+    set is given no fold, a set without folds a fold, or the fold is not in 0..K-1."""
+    manifest = load_manifest(tfrecord_dir)
+    folds, name = manifest.get("folds"), manifest["dataset"]
+    if fold is None:
+        if folds:
+            raise DataError(f"{name} is a fold set of {len(folds)} folds with no fixed train/val/test split: train "
+                            f"with --cv (every fold) or --fold K (K from 0 to {len(folds) - 1})")
+        return manifest
+    if not folds:
+        raise DataError(f"{name} has no folds, so --cv and --fold cannot use it; build a fold set with "
+                        "`build_dataset.py folder ... --folds K` or `build_dataset.py csv ... --fold-column COLUMN`")
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < len(folds):
+        raise DataError(f"--fold {fold} is not a fold of {name}: it has {len(folds)} folds, 0 to {len(folds) - 1}")
+    count = len(folds)
+    test, val = manifest["splits"][fold_split(fold)], manifest["splits"][fold_split((fold + 1) % count)]
+    train = [manifest["splits"][fold_split(k)] for k in range(count) if k not in (fold, (fold + 1) % count)]
+    mean, std = mean_std([entry["moments"] for entry in train])
+    splits = {"train": {key: sum(entry[key] for entry in train) for key in ("clips", "segments")},
+              "val": val, "test": {**test, "records": "segments"}}
+    splits["train"]["shards"] = [shard for entry in train for shard in entry["shards"]]
+    return {**manifest, "splits": splits, "fold": fold, "mean": mean, "std": std}
+
+
+def run_manifest(run_config):
+    """The manifest of the data a run (its config.json) trained and tested on."""
+    return training_manifest(run_config["data"], run_config["train"].get("fold"))
 
 
 def build_command(tfrecord_dir, options=""):
@@ -72,6 +105,9 @@ def spec_of(manifest):
 
 
 def shard_paths(manifest, split):
+    if split not in manifest["splits"]:
+        raise DataError(f"{manifest['dir']} has no {split} split: it is a fold set; use the run directory of one of "
+                        "its folds (train.py --cv or --fold K), which knows its split")
     paths = [str(pathlib.Path(manifest["dir"]) / name) for name in manifest["splits"][split]["shards"]]
     if not paths or manifest["splits"][split]["clips"] == 0:
         raise DataError(f"the {split} split of {manifest['dir']} has no clips; rebuild the data set")
@@ -145,8 +181,19 @@ def segment_dataset(manifest, split, batch_size, training=False, num_readers=4, 
 
 
 def clip_dataset(manifest):
-    """One element per test clip: (audio (segments, samples, 1), label (classes,), clip_id)."""
-    spec = manifest["spec"]
+    """One element per test clip: (audio (segments, samples, 1), label (classes,), clip_id).
+
+    A fold's test split is stored one segment per record (it is also training data): a
+    clip is then its segments_per_clip consecutive records."""
+    spec, paths = manifest["spec"], shard_paths(manifest, "test")
+    if manifest["splits"]["test"].get("records") == "segments":
+        def parse_clip(serialized):
+            features = tf.io.parse_example(serialized, SEGMENT_FEATURES)
+            return (decode_audio(features["audio"], manifest, spec["segment_samples"]),
+                    decode_label(features["label"][0], len(manifest["classes"])), features["clip_id"][0])
+
+        return (tf.data.TFRecordDataset(paths).batch(spec["segments_per_clip"])
+                .map(parse_clip, num_parallel_calls=AUTOTUNE))
     context = {"label": tf.io.FixedLenFeature([], tf.string), "clip_id": tf.io.FixedLenFeature([], tf.string)}
     sequence = {"audio": tf.io.FixedLenSequenceFeature([], tf.string)}
 
@@ -155,4 +202,4 @@ def clip_dataset(manifest):
         audio = decode_audio(seq["audio"], manifest, spec["segment_samples"])
         return audio, decode_label(ctx["label"], len(manifest["classes"])), ctx["clip_id"]
 
-    return tf.data.TFRecordDataset(shard_paths(manifest, "test")).map(parse, num_parallel_calls=AUTOTUNE)
+    return tf.data.TFRecordDataset(paths).map(parse, num_parallel_calls=AUTOTUNE)

@@ -81,6 +81,8 @@ class TrainConfig:
     mixed_precision: bool = False
     tensorboard_images: bool = False
     recipe: str = DEFAULT_RECIPE
+    fold: int | None = None
+    """The fold tested on, for a fold set (samplecnn.crossval); None for a set with splits."""
 
     def __post_init__(self):
         check_values(self)
@@ -373,12 +375,17 @@ def import_block_module(run_config, owner):
         import_module(run_config["block_module"], needed_for=f"block {run_config['model']['block']!r} of {owner}")
 
 
-def new_run(config):
-    """Creates the run directory and config.json of a new run; returns the Run."""
-    manifest = pipeline.load_manifest(pipeline.dataset_dir(config.data_dir, config.dataset))
+def new_run(config, directory=None):
+    """Creates the run directory (``directory``, else a new one named by run_name in the log
+    directory) and config.json of a new run; returns the Run."""
+    manifest = pipeline.training_manifest(pipeline.dataset_dir(config.data_dir, config.dataset), config.fold)
     spec = pipeline.spec_of(manifest)
     model_config = model_config_for(config, spec)
-    run = Run(make_run_dir(config.log_dir, run_name(config, model_config)))
+    if directory is None:
+        run = Run(make_run_dir(config.log_dir, run_name(config, model_config)))
+    else:
+        pathlib.Path(directory).mkdir()
+        run = Run(directory)
     values = {
         "train": dataclasses.asdict(config),
         "model": model_config.to_dict(),
@@ -401,15 +408,17 @@ def progress_verbosity():
     return 1 if sys.stdout.isatty() else 2
 
 
-def train(config, verbose=None):
+def train(config, verbose=None, directory=None):
     """Trains a new run of ``config`` and returns (run directory, test results).
 
     ``verbose`` is Keras's: 0 silent, 1 progress bar, 2 one line per epoch (default:
-    a bar on a terminal, lines otherwise). Workers of a multi-worker run other than the
+    a bar on a terminal, lines otherwise). ``directory`` names the run directory to create
+    (default: a new one in the log directory). Workers of a multi-worker run other than the
     chief return (None, None): the chief writes the run directory."""
     keras.utils.set_random_seed(config.seed)
     with distributed.scratch_dir(config.strategy) as scratch:  # None on the chief
-        run = new_run(dataclasses.replace(config, log_dir=scratch or config.log_dir))
+        run = new_run(dataclasses.replace(config, log_dir=scratch or config.log_dir),
+                      None if scratch else directory)
         with run.removed_if_failed_unstarted():
             run_dir, results = _train(run, verbose)
         return (run_dir, results) if scratch is None else (None, None)
@@ -441,7 +450,7 @@ def _train_stages(run, verbose):
     import_block_module(stored, run.dir)
     config = TrainConfig(**stored["train"])
     model_config = ModelConfig.from_dict(stored["model"])
-    manifest = pipeline.load_manifest(stored["data"])
+    manifest = pipeline.run_manifest(stored)
     spec = pipeline.spec_of(manifest)
     state = run.load_state()
     run.truncate_csv(state.epochs)

@@ -85,7 +85,7 @@ class RunData:
     def manifest(self):
         from samplecnn import pipeline
 
-        return pipeline.load_manifest(self.config["data"])
+        return pipeline.run_manifest(self.config)
 
     @functools.cached_property
     def predictions(self):

@@ -3,6 +3,8 @@
   python build_dataset.py mtt|scd|dcs [--data-dir ./data] [--recipe samplecnn|2019] [--dry-run]
   python build_dataset.py folder --raw-dir DIR --name NAME
   python build_dataset.py csv --csv FILE --name NAME
+  python build_dataset.py folder --raw-dir DIR --name NAME --folds 5 [--group-pattern '^([0-9a-f]{8})_']
+  python build_dataset.py csv --csv FILE --name NAME --fold-column fold
 """
 from absl import flags
 
@@ -29,6 +31,12 @@ flags.DEFINE_float("clip-seconds", None, "folder/csv: clip length; shorter clips
 flags.DEFINE_integer("segment-samples", None, "folder/csv: samples per segment (default 22050).", lower_bound=81)
 flags.DEFINE_float("val-fraction", None, "folder/csv: fraction of each class for validation (default 0.1).")
 flags.DEFINE_float("test-fraction", None, "folder/csv: fraction of each class for test (default 0.1).")
+flags.DEFINE_integer("folds", None, "folder: build a fold set of this many stratified folds (at least 3) for "
+                     "train.py --cv, instead of train/val/test splits.")
+flags.DEFINE_string("group-pattern", None, "folder with --folds: a regular expression on file names; clips whose "
+                    "names share its first group (e.g. a speaker id, '^([0-9a-f]{8})_') are in the same fold.")
+flags.DEFINE_string("fold-column", None, "csv: build a fold set whose folds this CSV column names (e.g. "
+                    "UrbanSound8K's 'fold'), for train.py --cv, instead of train/val/test splits.")
 flags.DEFINE_string("recipe", DEFAULT_RECIPE, "Recipe (samplecnn or 2019): samplecnn loops short clips, 2019 "
                     "stretches them with np.repeat as the 2019 code did.")
 flags.DEFINE_boolean("dry-run", False, "Only index the raw files: print the clips per split, the classes and the "
@@ -45,17 +53,22 @@ def main(argv):
     if len(argv) != 2 or argv[1] not in DATASETS:
         raise UsageError(f"usage: build_dataset.py {{{'|'.join(DATASETS)}}} [options]; got {argv[1:]}")
     dataset = argv[1]
-    custom = {k: flag(k) for k in ("sample-rate", "clip-seconds", "segment-samples", "val-fraction", "test-fraction")}
+    custom = {k: flag(k) for k in ("sample-rate", "clip-seconds", "segment-samples", "val-fraction", "test-fraction",
+                                   "folds", "group-pattern", "fold-column")}
     custom = {k.replace("-", "_"): v for k, v in custom.items() if v is not None}
     if dataset not in ("folder", "csv") and custom:
         raise UsageError(f"{', '.join('--' + k.replace('_', '-') for k in custom)} only apply to folder and csv "
                          f"data sets; {dataset} has a fixed spec")
     misplaced = [option for option, applies in (("--csv", dataset == "csv"), ("--raw-dir", dataset != "csv"),
-                                                ("--name", dataset in ("folder", "csv"))) if FLAGS[option[2:]].present
-                 and not applies]
+                                                ("--name", dataset in ("folder", "csv")),
+                                                ("--folds", dataset == "folder"),
+                                                ("--group-pattern", dataset == "folder"),
+                                                ("--fold-column", dataset == "csv"))
+                 if FLAGS[option[2:]].present and not applies]
     if misplaced:
         raise UsageError(f"{', '.join(misplaced)} cannot be used with {dataset}: --csv goes with csv, --raw-dir with "
-                         "folder (or overrides DATA_DIR/<name>/raw of mtt, scd, dcs), --name with folder and csv")
+                         "folder (or overrides DATA_DIR/<name>/raw of mtt, scd, dcs), --name with folder and csv, "
+                         "--folds and --group-pattern with folder, --fold-column with csv")
     if flag("recipe") not in list_recipes():
         raise UsageError(f"--recipe {flag('recipe')} is not registered; choose from {', '.join(list_recipes())}")
     raw_dir = flag("csv") if dataset == "csv" else flag("raw-dir")
@@ -93,12 +106,10 @@ def print_failures(failures, what):
 
 def report_index(name, raw_dir, index):
     """Prints what a dry run found in the raw layout."""
-    from samplecnn.datasets.base import SPLITS
-
     print(f"{name}: {len(index.clips)} clips with audio in {raw_dir} (dry run: nothing decoded or written)")
     for note in index.notes:
         print(f"note: {note}")
-    for split in SPLITS:
+    for split in index.splits:
         print(f"{split:>5}: {sum(clip.split == split for clip in index.clips)} clips")
     print(f"{index.spec.num_classes} classes: {', '.join(index.spec.classes)}")
     print_failures(index.failures, "failure(s) found before decoding (listed files without audio, unlisted files)")
@@ -119,7 +130,11 @@ def report(manifest):
         print(f"rebuilt {repair['shard']}: it was {repair['problem']}")
     for split, entry in manifest["splits"].items():
         print(f"{split:>5}: {entry['clips']} clips, {entry['segments']} segments, {len(entry['shards'])} shards")
-    print(f"train mean {manifest['mean']:.6f}, std {manifest['std']:.6f}")
+    if manifest.get("folds"):
+        print(f"a fold set of {len(manifest['folds'])} folds ({', '.join(manifest['folds'])}): train it with "
+              f"`python train.py {manifest['dataset']} --cv` (or --fold K, K from 0)")
+    print(f"{'mean of all folds' if manifest.get('folds') else 'train mean'} {manifest['mean']:.6f}, "
+          f"std {manifest['std']:.6f}")
     print_failures(manifest["failures"], "clip(s) skipped (listed in manifest.json 'failures')")
     empty = [split for split, entry in manifest["splits"].items() if entry["clips"] == 0]
     if empty:

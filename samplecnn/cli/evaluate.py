@@ -28,10 +28,10 @@ def main(argv):
         model, run_config = inference.load_trained(argv[1])
         if flag("dataset") or flag("data-dir"):
             name = flag("dataset") or run_config["train"]["dataset"]
-            directory = pipeline.dataset_dir(flag("data-dir") or run_config["train"]["data_dir"], name)
+            manifest = pipeline.load_manifest(
+                pipeline.dataset_dir(flag("data-dir") or run_config["train"]["data_dir"], name))
         else:
-            directory = run_config["data"]
-        manifest = pipeline.load_manifest(directory)
+            manifest = pipeline.run_manifest(run_config)
         warnings = training.check_compatible(run_config, manifest)
     except (FileNotFoundError, ValueError, PluginError, pipeline.DataError) as error:
         raise UsageError(str(error)) from None

@@ -2,6 +2,8 @@
 
   python train.py DATASET [NAME] [--block se] [--multi] [--recipe samplecnn|2019] ...
   python train.py --resume log/20190424_213449-scd-se
+  python train.py NAME --cv | --fold K          (a fold set: every fold, or fold K)
+  python train.py --resume log/20190424_213449-NAME-se-cv
 """
 from absl import flags
 
@@ -33,7 +35,11 @@ flags.DEFINE_boolean("mixed-precision", False, "Compute in bfloat16 or float16 w
                      "a short probe of both precisions decides (cached), on a GPU its compute capability.")
 flags.DEFINE_boolean("tensorboard-images", False, "Draw the validation confusion matrix (single-label) or per-class "
                      "AUC bars (multi-label) into TensorBoard after every epoch (one extra pass over val).")
-flags.DEFINE_string("resume", None, "Continue the interrupted run in this run directory.")
+flags.DEFINE_string("resume", None, "Continue the interrupted run in this run directory (or the cross-validation "
+                    "in this parent directory).")
+flags.DEFINE_boolean("cv", False, "Cross-validate on a fold set: one run per fold (test fold k, validation fold "
+                     "k+1, training the rest) under one parent directory, summarized in its cv_results.json.")
+flags.DEFINE_integer("fold", None, "Like --cv, for fold K only (0 to folds-1).")
 flags.DEFINE_string("recipe", DEFAULT_RECIPE, "Recipe (samplecnn or 2019, see the README): initializers, stages, "
                     "shuffling, scores in the checkpoint name, weight-decay targets.")
 flags.DEFINE_multi_string("import", [], IMPORT_HELP)
@@ -46,7 +52,7 @@ OPTIONS = ("data-dir", "log-dir", "block", "amplifying-ratio", "multi", "batch-s
 def main(argv):
     import logging
 
-    from samplecnn import training
+    from samplecnn import crossval, training
     from samplecnn.models import PluginError, list_blocks
     from samplecnn.pipeline import DataError
     from samplecnn.recipes import list_recipes
@@ -55,10 +61,12 @@ def main(argv):
     import_modules()
     try:
         if flag("resume"):
-            given = [*argv[1:], *(f"--{name}" for name in OPTIONS if FLAGS[name].present)]
+            given = [*argv[1:], *(f"--{name}" for name in (*OPTIONS, "cv", "fold") if FLAGS[name].present)]
             if given:
                 raise UsageError("--resume takes its data set and options from the run's config.json; "
                                  f"drop {' '.join(given)}")
+            if crossval.is_parent(flag("resume")):
+                return report_cv(*crossval.resume(flag("resume")))
             run_dir, results = training.resume(flag("resume"))
         else:
             if len(argv) not in (2, 3):
@@ -74,6 +82,13 @@ def main(argv):
                 config = training.TrainConfig(dataset=argv[1], name=argv[2] if len(argv) == 3 else None, **values)
             except ValueError as error:
                 raise UsageError(str(error)) from None
+            if flag("cv") and flag("fold") is not None:
+                raise UsageError("--cv trains every fold and --fold K one of them; give one of the two")
+            if flag("cv") or flag("fold") is not None:
+                try:
+                    return report_cv(*crossval.cross_validate(config, None if flag("cv") else [flag("fold")]))
+                except ValueError as error:
+                    raise UsageError(str(error)) from None
             run_dir, results = training.train(config)
     except (DataError, FileNotFoundError, PluginError, training.TrainingDiverged, training.RunDirectoryError) as error:
         raise UsageError(str(error)) from None
@@ -89,6 +104,26 @@ def main(argv):
     if results.get("warning"):
         print(f"WARNING: {results['warning']}")
     print(f"TensorBoard: tensorboard --logdir {run_dir / training.TENSORBOARD}")
+    return 0
+
+
+def report_cv(parent, summary):
+    """Prints each fold's scores and the mean +/- std lines of a cross-validation."""
+    from samplecnn import crossval
+
+    for fold in summary["per_fold"]:
+        test = fold["test"]
+        print(f"fold {fold['fold']} ({fold['run']}): accuracy {test['accuracy']:.4f}  F1 {test['f1']:.4f}  "
+              f"ROC-AUC {test['roc_auc']:.4f}  ({test['clips']} test clips)")
+        if fold["warning"]:
+            print(f"WARNING: fold {fold['fold']}: {fold['warning']}")
+    for line in crossval.summary_lines(summary):
+        print(line)
+    if not summary["complete"]:
+        missing = sorted(set(range(summary["folds"])) - set(summary["finished"]))
+        print(f"folds {', '.join(map(str, missing))} of {summary['folds']} are not trained yet: run "
+              f"`python train.py {summary['dataset']} --cv` with the same options, or --fold K, to add them")
+    print(f"cross-validation: {parent / crossval.CV_RESULTS}")
     return 0
 
 

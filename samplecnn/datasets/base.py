@@ -93,18 +93,35 @@ class Clip:
 class DatasetIndex:
     """What an indexer finds in a raw layout.
 
-    ``failures`` are clips listed by the annotations but unusable before decoding
-    (e.g. audio missing); ``notes`` are facts worth reporting (e.g. a class list that
-    differs from the spec's).
+    A fold set's clips have the split ``fold_split(k)`` of their fold. ``failures`` are
+    clips listed by the annotations but unusable before decoding (e.g. audio missing);
+    ``notes`` are facts worth reporting (e.g. a class list that differs from the spec's).
     """
 
     spec: DatasetSpec
     clips: list
     failures: list = dataclasses.field(default_factory=list)
     notes: list = dataclasses.field(default_factory=list)
+    folds: list = dataclasses.field(default_factory=list)
+    """Names of the folds of a fold set (empty for a set with train, val and test splits)."""
+
+    @property
+    def splits(self):
+        return split_names(self.folds)
 
 
 SPLITS = ("train", "val", "test")
+FOLD_PREFIX = "fold"
+
+
+def fold_split(k):
+    """The split name of fold ``k`` (0-based): its shards are ``fold<k>-*.tfrecord``."""
+    return f"{FOLD_PREFIX}{k}"
+
+
+def split_names(folds):
+    """The splits of a data set: one per fold of a fold set, else train, val and test."""
+    return tuple(fold_split(k) for k in range(len(folds))) if folds else SPLITS
 
 _INDEXERS = {}
 

@@ -4,14 +4,19 @@ import math
 import os
 import pathlib
 import random
+import re
+import warnings
 
 from samplecnn.audio import is_audio_file
 from samplecnn.datasets.base import (MULTICLASS, MULTILABEL, SPLITS, Clip, DatasetIndex, DatasetSpec,
-                                     LayoutError)
+                                     LayoutError, fold_split)
 
 LABEL_SEPARATOR = ";"
 DEFAULTS = dict(sample_rate=22050, clip_seconds=1.0, segment_samples=22050, val_fraction=0.1,
                 test_fraction=0.1, threshold=0.5, shard_bytes=64 * 2**20)
+MIN_FOLDS = 3
+"""A fold run tests on one fold, validates on the next and trains on the others: at least one."""
+FOLD_OPTIONS = ("folds", "group_pattern", "fold_column")
 
 
 def blocks_for(segment_samples):
@@ -58,9 +63,16 @@ def stratified_split(items, val_fraction, test_fraction, seed):
     return splits
 
 
-def index_folder(raw_dir, name, seed=0, val_fraction=DEFAULTS["val_fraction"],
-                 test_fraction=DEFAULTS["test_fraction"], **spec_options):
-    """Single-label data set: each sub-folder of ``raw_dir`` is a class of audio files."""
+def index_folder(raw_dir, name, seed=0, val_fraction=None, test_fraction=None, folds=None, group_pattern=None,
+                 **spec_options):
+    """Single-label data set: each sub-folder of ``raw_dir`` is a class of audio files.
+
+    With ``folds`` K it is a fold set: K stratified folds instead of train/val/test, where
+    clips whose file names share ``group_pattern``'s group (e.g. a speaker id) share a fold.
+    """
+    check_fold_options(folds, val_fraction, test_fraction)
+    if group_pattern is not None and folds is None:
+        raise ValueError("--group-pattern keeps each group in one fold: it needs --folds K")
     raw_dir = pathlib.Path(raw_dir)
     if not raw_dir.is_dir():
         raise LayoutError(f"--raw-dir {raw_dir} is not a folder: expected one sub-folder of audio files per class")
@@ -70,18 +82,92 @@ def index_folder(raw_dir, name, seed=0, val_fraction=DEFAULTS["val_fraction"],
     if len(classes) < 2:
         raise LayoutError(f"{raw_dir} needs at least two sub-folders (one per class) holding audio files; "
                           f"found classes {classes}")
-    splits = stratified_split(files, val_fraction, test_fraction, seed)
+    notes = []
+    if folds:
+        splits, notes = stratified_group_folds(files, folds, seed, group_pattern)
+    else:
+        splits = stratified_split(files, *_fractions(val_fraction, test_fraction), seed)
     clips = [Clip(str(pathlib.Path(f).relative_to(raw_dir)), f, labels, splits[f]) for f, labels in files.items()]
     spec = custom_spec(name, classes, MULTICLASS, **_spec_values(spec_options))
-    return DatasetIndex(spec, clips)
+    return DatasetIndex(spec, clips, notes=notes, folds=[str(k) for k in range(folds or 0)])
 
 
-def index_csv(csv_path, name, seed=0, val_fraction=DEFAULTS["val_fraction"],
-              test_fraction=DEFAULTS["test_fraction"], **spec_options):
+def check_fold_options(folds, val_fraction, test_fraction):
+    """Raises ValueError for a fold count no cross-validation can use, or fractions given with folds."""
+    if folds is None:
+        return
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < MIN_FOLDS:
+        raise ValueError(f"--folds must be a whole number >= {MIN_FOLDS} (each fold run tests on one fold, validates "
+                         f"on the next and trains on the rest), got {folds!r}")
+    refuse_fractions(val_fraction, test_fraction)
+
+
+def refuse_fractions(val_fraction, test_fraction):
+    if val_fraction is not None or test_fraction is not None:
+        raise ValueError("--val-fraction and --test-fraction do not apply to a fold set: its folds take turns as "
+                         "test and validation data; drop them")
+
+
+def _fractions(val_fraction, test_fraction):
+    return (DEFAULTS["val_fraction"] if val_fraction is None else val_fraction,
+            DEFAULTS["test_fraction"] if test_fraction is None else test_fraction)
+
+
+def group_of(name, pattern):
+    """The group of a file name: ``pattern``'s first capturing group (or whole match), None if it does not match."""
+    match = pattern.search(name)
+    if match is None:
+        return None
+    return match.group(1) if pattern.groups else match.group(0)
+
+
+def stratified_group_folds(files, folds, seed, group_pattern=None):
+    """({file: fold split}, notes): ``folds`` folds with about the same share of every class,
+    seeded; files whose names share ``group_pattern``'s group never span two folds.
+
+    Without a pattern every file is its own group. ``files`` maps a path to its one label.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    keys = sorted(files)
+    if group_pattern is None:
+        groups = keys
+    else:
+        try:
+            pattern = re.compile(group_pattern)
+        except re.error as error:
+            raise ValueError(f"--group-pattern {group_pattern!r} is not a regular expression: {error}") from None
+        groups = [group_of(pathlib.Path(key).name, pattern) for key in keys]
+        unmatched = [pathlib.Path(key).name for key, group in zip(keys, groups) if group is None]
+        if unmatched:
+            raise LayoutError(f"{len(unmatched)} of {len(keys)} file names do not match --group-pattern "
+                              f"{group_pattern!r} (e.g. {', '.join(unmatched[:3])}); every clip needs a group: fix "
+                              "the pattern or rename those files")
+    if len(set(groups)) < folds:
+        raise LayoutError(f"{len(set(groups))} {'groups' if group_pattern else 'clips'} cannot fill {folds} folds: "
+                          "lower --folds")
+    labels = [files[key][0] for key in keys]
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    splits = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a class in fewer groups than folds: noted below
+        for k, (_, test) in enumerate(splitter.split(keys, labels, groups)):
+            splits.update((keys[i], fold_split(k)) for i in test)
+    groups_per_class = collections.defaultdict(set)
+    for label, group in zip(labels, groups):
+        groups_per_class[label].add(group)
+    notes = [f"class {label} has clips of only {len(members)} {'group' if group_pattern else 'clip'}(s), so "
+             f"{folds - len(members)} of the {folds} folds have none of it"
+             for label, members in sorted(groups_per_class.items()) if len(members) < folds]
+    return splits, notes
+
+
+def index_csv(csv_path, name, seed=0, val_fraction=None, test_fraction=None, fold_column=None, **spec_options):
     """Data set from a CSV with columns ``path,labels[,split]``; labels separated by ';'.
 
     Relative paths are relative to the CSV's folder. Rows without a split are split
-    stratified per class; the task is multi-label when any row has several labels.
+    stratified per class; the task is multi-label when any row has several labels. With
+    ``fold_column`` it is a fold set: that column names every clip's fold.
     """
     import pandas as pd
 
@@ -92,9 +178,13 @@ def index_csv(csv_path, name, seed=0, val_fraction=DEFAULTS["val_fraction"],
     if not {"path", "labels"} <= set(table.columns):
         raise LayoutError(f"{csv_path} must have columns path,labels[,split] (labels separated by "
                           f"'{LABEL_SEPARATOR}'); found {list(table.columns)}")
+    folds = []
+    if fold_column is not None:
+        refuse_fractions(val_fraction, test_fraction)
+        folds = csv_folds(table, csv_path, fold_column)
     if "split" not in table.columns:
         table["split"] = ""
-    bad = sorted(set(table["split"]) - set(SPLITS) - {""})
+    bad = sorted(set(table["split"]) - set(SPLITS) - {""} - {fold_split(k) for k in range(len(folds))})
     if bad:
         raise LayoutError(f"{csv_path}: split must be one of {', '.join(SPLITS)} or empty, found {bad}")
     items, fixed, line_of, repeated = {}, {}, {}, []
@@ -110,7 +200,8 @@ def index_csv(csv_path, name, seed=0, val_fraction=DEFAULTS["val_fraction"],
         items[path], line_of[path] = labels, line
         if row.split:
             fixed[path] = row.split
-    splits = stratified_split({k: v for k, v in items.items() if k not in fixed}, val_fraction, test_fraction, seed)
+    splits = stratified_split({k: v for k, v in items.items() if k not in fixed},
+                              *_fractions(val_fraction, test_fraction), seed)
     splits.update(fixed)
     classes = sorted({label for labels in items.values() for label in labels})
     task = MULTILABEL if any(len(labels) > 1 for labels in items.values()) else MULTICLASS
@@ -118,7 +209,30 @@ def index_csv(csv_path, name, seed=0, val_fraction=DEFAULTS["val_fraction"],
     spec = custom_spec(name, classes, task, **_spec_values(spec_options))
     notes = [f"{csv_path.name} lists {len(repeated)} file(s) more than once with the same labels; each is used once "
              f"({'; '.join(repeated[:3])}{'; ...' if len(repeated) > 3 else ''})"] if repeated else []
-    return DatasetIndex(spec, clips, notes=notes)
+    return DatasetIndex(spec, clips, notes=notes, folds=folds)
+
+
+def csv_folds(table, csv_path, column):
+    """The fold names of a CSV's ``column`` in order (numerically when all are whole numbers);
+    puts each row's fold split into its ``split`` column. Raises LayoutError for a missing
+    column, a row without a fold, a ``split`` column in use, or fewer than MIN_FOLDS folds."""
+    if column not in table.columns:
+        raise LayoutError(f"--fold-column {column}: {csv_path} has no column {column!r}; its columns are "
+                          f"{list(table.columns)}")
+    if "split" in table.columns and any(table["split"]):
+        raise LayoutError(f"{csv_path} has both a split column and the fold column {column!r}: a fold set has no "
+                          "fixed split (its folds take turns as test and validation data); drop one of them")
+    values = table[column].str.strip()
+    empty = [line for line, value in enumerate(values, start=2) if not value]
+    if empty:
+        raise LayoutError(f"{csv_path}: line {empty[0]} has no {column!r} value ({len(empty)} row(s) without one); "
+                          "every clip needs its fold")
+    names = sorted(set(values), key=lambda v: (0, int(v), v) if v.lstrip("-").isdigit() else (1, 0, v))
+    if len(names) < MIN_FOLDS:
+        raise LayoutError(f"{csv_path}: column {column!r} names {len(names)} fold(s) ({', '.join(names)}); "
+                          f"cross-validation needs at least {MIN_FOLDS}")
+    table["split"] = values.map({name: fold_split(k) for k, name in enumerate(names)})
+    return names
 
 
 def check_repeated_row(csv_path, row, line, first_line, first, labels):

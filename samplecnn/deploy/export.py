@@ -239,7 +239,7 @@ def export_run(run, formats=None, out_dir=None, calibration=200, progress=print)
     out_dir = pathlib.Path(out_dir) if out_dir else checkpoint.parent / "export"
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        manifest = pipeline.load_manifest(config["data"])
+        manifest = pipeline.run_manifest(config)
         clips, labels = _test_audio(manifest, std, mean, PARITY_CLIPS)
         source = f"{len(clips)} test clips of {manifest['dir']}"
         samples = _calibration(manifest, std, mean, calibration) if any(_FORMATS[f].quantized for f in formats) \
