@@ -32,6 +32,10 @@ class Recipe:
     shuffle_segments: the segment shuffle buffer.
     checkpoint_scores: the results keys of the ``final-auc_..-acc_..-f1_..`` name.
     padding: how clips shorter than the clip length are filled (``samplecnn.audio.PADDINGS``).
+    validation_steps: a stage is validated every epoch or every this many optimizer steps,
+        whichever is longer, so that patience never counts the noise of tiny epochs (0: every epoch).
+    min_steps: patience cannot end the first stage before this many optimizer steps: a new
+        model sits on a plateau at chance before it learns, longer the smaller the set (0: no minimum).
     """
 
     name: str
@@ -43,6 +47,8 @@ class Recipe:
     shuffle_segments: int
     checkpoint_scores: tuple
     padding: str
+    validation_steps: int
+    min_steps: int
 
     def __post_init__(self):
         if set(self.initializers) != set(ROLES):
@@ -81,7 +87,8 @@ SCORES_2019 = ("roc_auc", "accuracy_2019", "f1_2019")
 register_recipe(Recipe(
     name="2019",
     summary="the 2019 code: k*c_in^2 fan-in uniform block convs and glorot elsewhere, best.h5 restarted every "
-            "stage, fixed shard order with a 10000-segment buffer, 2019 scores, L2 on convs only, np.repeat padding",
+            "stage, fixed shard order with a 10000-segment buffer, 2019 scores, L2 on convs only, np.repeat padding, "
+            "validation and patience every epoch",
     initializers={"conv0": "squared_fan_in_uniform_1", "conv": "squared_fan_in_uniform_2",
                   "shortcut": "glorot_uniform", "se_reduce": "glorot_uniform", "se_expand": "glorot_uniform",
                   "head": "glorot_uniform", "logits": "glorot_uniform"},
@@ -91,13 +98,15 @@ register_recipe(Recipe(
     shuffle_segments=10000,
     checkpoint_scores=SCORES_2019,
     padding="repeat",
+    validation_steps=0,
+    min_steps=0,
 ))
 
 register_recipe(Recipe(
     name="samplecnn",
     summary="He uniform convs and dense layers, one best checkpoint over all stages, shards reshuffled every pass "
             "with a 2048-segment buffer, top-1 accuracy and macro F1 for single-label sets, L2 on every kernel, "
-            "clips looped",
+            "clips looped, validation periods of at least validation_steps, no patience before min_steps",
     initializers={"conv0": "fan_in_uniform_1", "conv": "fan_in_uniform_2", "shortcut": "fan_in_uniform_2",
                   "se_reduce": "fan_in_uniform_2", "se_expand": "fan_in_uniform_1", "head": "fan_in_uniform_2",
                   "logits": "glorot_uniform"},
@@ -107,4 +116,6 @@ register_recipe(Recipe(
     shuffle_segments=2048,
     checkpoint_scores=OUR_SCORES,
     padding="loop",
+    validation_steps=150,
+    min_steps=1500,
 ))

@@ -1,13 +1,16 @@
 """Staged SGD training of a SampleCNN on a built data set, with a resumable run directory.
 
 Stage s trains with lr * lr_decay**s (SGD, Nesterov momentum, the paper's per-step
-inverse-time decay of 1e-6) until ``patience`` epochs in a row (at least one) have not
-improved on the best validation loss or ``max_epochs`` have run; each stage starts from the
-best weights. The recipe (samplecnn.recipes) says whether the best is kept over the whole
-run or, as in the 2019 code, restarts at every stage. After every epoch the run directory
-holds the model with its optimizer state (last.keras), the best model (best.h5), a CSV row
-and state.json, each replaced atomically, so ``resume(run_dir)`` continues a run killed at
-any point.
+inverse-time decay of 1e-6) until ``patience`` validations in a row (at least one) have not
+improved on the best validation loss or ``max_epochs`` validations have run; each stage starts
+from the best weights. A validation follows every epoch, or every ``validation_steps``
+optimizer steps when an epoch is shorter, and patience cannot end the first stage before
+``min_steps`` steps (both the recipe's unless given), so that a small set is not stopped on
+the plateau at chance where every new model starts. The recipe (samplecnn.recipes) says
+whether the best is kept over the whole run or, as in the 2019 code, restarts at every
+stage. After every validation the run directory holds the model with its optimizer state
+(last.keras), the best model (best.h5), a CSV row and state.json, each replaced atomically,
+so ``resume(run_dir)`` continues a run killed at any point.
 """
 import contextlib
 import csv
@@ -75,6 +78,8 @@ class TrainConfig:
     patience: int = 2
     num_readers: int = 8
     max_epochs: int = 100
+    validation_steps: int | None = None
+    min_steps: int | None = None
     init_features: int = 128
     seed: int = 0
     strategy: str = "default"
@@ -104,6 +109,11 @@ def _number(low, high=math.inf, low_open=False, high_open=True, integer=False):
     return accepts
 
 
+def _or_none(accepts):
+    """A rule that also accepts None (the recipe's value)."""
+    return lambda value: value is None or accepts(value)
+
+
 VALUE_RULES = {
     "lr": (_number(0, low_open=True), "a positive number"),
     "lr_decay": (_number(0, low_open=True), "a positive number"),
@@ -116,6 +126,8 @@ VALUE_RULES = {
     "patience": (_number(0, integer=True), "a whole number >= 0"),
     "num_readers": (_number(1, integer=True), "a whole number >= 1"),
     "max_epochs": (_number(1, integer=True), "a whole number >= 1"),
+    "validation_steps": (_or_none(_number(0, integer=True)), "a whole number >= 0"),
+    "min_steps": (_or_none(_number(0, integer=True)), "a whole number >= 0"),
     "init_features": (_number(1, integer=True), "a whole number >= 1"),
     "strategy": (lambda value: value in STRATEGIES, f"one of {', '.join(STRATEGIES)}"),
     "recipe": (lambda value: value in list_recipes(), f"one of {', '.join(list_recipes())}"),
@@ -161,10 +173,29 @@ class RunState:
     best_val_loss: float = math.inf
     wait: int = 0
     finished: bool = False
+    steps: int = 0
+    stage_steps: int = 0
 
 
 def stage_lr(config, stage):
     return config.lr * config.lr_decay ** stage
+
+
+SCHEDULE_OPTIONS = ("validation_steps", "min_steps")
+"""TrainConfig fields whose None means the recipe's value (samplecnn.recipes.Recipe)."""
+
+
+def with_recipe_schedule(config):
+    """``config`` with the recipe's schedule values where none were given (stored so in
+    config.json, so that a resumed run keeps its schedule)."""
+    recipe = get_recipe(config.recipe)
+    return dataclasses.replace(config, **{name: getattr(recipe, name) for name in SCHEDULE_OPTIONS
+                                          if getattr(config, name) is None})
+
+
+def validation_period(config, steps_per_epoch):
+    """Optimizer steps between two validations: an epoch, or ``validation_steps`` if longer."""
+    return max(steps_per_epoch, with_recipe_schedule(config).validation_steps)
 
 
 def run_name(config, model_config):
@@ -319,10 +350,12 @@ class Run:
 
 
 def patience_exhausted(state, config):
-    """True once ``patience`` epochs in a row, and at least one, have not improved: an
-    improving epoch never ends a stage, so ``patience`` 0 ends it at the first epoch that
-    does not improve, as 1 does (the 2019 code's Keras EarlyStopping behaved so)."""
-    return state.wait >= max(config.patience, 1)
+    """True once ``patience`` validations in a row, and at least one, have not improved: an
+    improving one never ends a stage, so ``patience`` 0 ends it at the first validation that
+    does not improve, as 1 does (the 2019 code's Keras EarlyStopping behaved so). The first
+    stage does not end so before ``min_steps`` optimizer steps."""
+    started = state.stage > 0 or state.stage_steps >= with_recipe_schedule(config).min_steps
+    return started and state.wait >= max(config.patience, 1)
 
 
 class StageMonitor(keras.callbacks.Callback):
@@ -339,6 +372,7 @@ class StageMonitor(keras.callbacks.Callback):
             self.state.best_val_loss = math.inf  # a new stage: its first epoch becomes best.h5
 
     def on_train_batch_end(self, batch, logs=None):
+        self.state.steps, self.state.stage_steps = self.state.steps + 1, self.state.stage_steps + 1
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.diverged = f"loss became {float(loss)} at stage {self.state.stage}, epoch {self.state.epochs + 1}"
@@ -359,7 +393,8 @@ class StageMonitor(keras.callbacks.Callback):
         save_atomic(self.model, self.run.path(LAST))
         state.epochs, state.stage_epochs = state.epochs + 1, state.stage_epochs + 1
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        row = {"epoch": state.epochs, "stage": state.stage, "lr": stage_lr(self.config, state.stage),
+        row = {"epoch": state.epochs, "step": state.steps, "stage": state.stage,
+               "lr": stage_lr(self.config, state.stage),
                "lr_now": lr, **{k: float(v) for k, v in sorted(logs.items()) if k != "learning_rate"},
                "best": int(improved), "seconds": round(time.monotonic() - self.started, 3)}
         self.run.append_csv(row)
@@ -387,7 +422,7 @@ def new_run(config, directory=None):
         pathlib.Path(directory).mkdir()
         run = Run(directory)
     values = {
-        "train": dataclasses.asdict(config),
+        "train": dataclasses.asdict(with_recipe_schedule(config)),
         "model": model_config.to_dict(),
         "block_module": block_module(model_config.block),
         "spec": spec.to_dict(),
@@ -448,7 +483,7 @@ def _train(run, verbose):
 def _train_stages(run, verbose):
     stored = run.config
     import_block_module(stored, run.dir)
-    config = TrainConfig(**stored["train"])
+    config = with_recipe_schedule(TrainConfig(**stored["train"]))
     model_config = ModelConfig.from_dict(stored["model"])
     manifest = pipeline.run_manifest(stored)
     spec = pipeline.spec_of(manifest)
@@ -459,7 +494,12 @@ def _train_stages(run, verbose):
     run_precision(run, config, model_config, spec)
     strategy = make_strategy(config.strategy)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
-    steps = math.ceil(manifest["splits"]["train"]["segments"] / global_batch)
+    epoch_steps = math.ceil(manifest["splits"]["train"]["segments"] / global_batch)
+    steps = validation_period(config, epoch_steps)
+    log.info("schedule: validation every %d steps (an epoch is %d); a stage ends after %d validations without a lower "
+             "val loss (%d steps), or after %d validations (%d steps); patience cannot end the first stage before %d "
+             "steps", steps, epoch_steps, max(config.patience, 1), max(config.patience, 1) * steps, config.max_epochs,
+             config.max_epochs * steps, config.min_steps)
     warn_if_padding_differs(manifest, config.recipe)
     train_data = distributed.input_data(strategy, global_batch, functools.partial(
         pipeline.segment_dataset, manifest, "train", training=True, num_readers=config.num_readers, seed=config.seed,
@@ -493,9 +533,9 @@ def _train_stages(run, verbose):
             kept = (f"the best checkpoint so far is kept in {run.path(BEST)}" if run.path(BEST).exists()
                     else "no epoch finished, so there is no checkpoint")
             raise TrainingDiverged(f"training diverged: {monitor.diverged}; {kept}. Try a lower --lr.")
-        log.info("stage %d (lr %g): best val loss %.4f after %d epoch(s)", state.stage, stage_lr(config, state.stage),
-                 state.best_val_loss, state.stage_epochs)
-        state.stage, state.stage_epochs, state.wait = state.stage + 1, 0, 0
+        log.info("stage %d (lr %g): best val loss %.4f after %d validation(s), %d steps", state.stage,
+                 stage_lr(config, state.stage), state.best_val_loss, state.stage_epochs, state.stage_steps)
+        state.stage, state.stage_epochs, state.stage_steps, state.wait = state.stage + 1, 0, 0, 0
         run.save_state(state)
     return run.dir, finish(run, manifest, state, config.recipe)
 

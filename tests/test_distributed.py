@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from samplecnn import pipeline
 
-from scripts import ENV, SMALL_MODEL, command
+from scripts import ENV, SMALL_NET, command
 
 WORKERS = 2
 
@@ -142,7 +142,7 @@ def read_csv(path):
 def test_train_on_two_workers_killed_and_resumed(chirps, tmp_path):
     logs = tmp_path / "log"
     args = ["chirps", "--data-dir", chirps, "--log-dir", logs, "--strategy", "multi_worker", "--block", "basic",
-            "--num-stages", "1", "--max-epochs", "3", "--patience", "5", *SMALL_MODEL]
+            "--num-stages", "1", "--max-epochs", "3", "--patience", "5", "--validation-steps", "5", *SMALL_NET]
     workers = start_workers(args, tmp_path)
     deadline = time.monotonic() + 600
     state_files = []
@@ -164,6 +164,7 @@ def test_train_on_two_workers_killed_and_resumed(chirps, tmp_path):
     assert list(logs.iterdir()) == [run_dir] and set((tmp_path / "tmp").iterdir()) == left_by_kill
     rows = read_csv(run_dir / "log.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and {r["stage"] for r in rows} == {"0"}
+    assert [int(r["step"]) for r in rows] == [5, 10, 15]  # 3 global batches an epoch, a validation every 5 steps
     results = json.loads((run_dir / "results.json").read_text())
     assert (run_dir / results["checkpoint"]).is_file() and results["epochs"] == 3
     config = json.loads((run_dir / "config.json").read_text())

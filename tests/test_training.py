@@ -20,7 +20,7 @@ import rawdata
 from samplecnn import build, metrics, training
 from samplecnn.models import ModelConfig, build_samplecnn
 
-from scripts import ENV, SMALL_MODEL as SMALL, command, run_script
+from scripts import ENV, SMALL_MODEL as SMALL, SMALL_NET, command, run_script
 
 
 def train_cli(*args, cwd):
@@ -100,7 +100,7 @@ def test_evaluate_rejects_a_data_set_with_other_classes(trained, tmp_path):
 
 
 def test_patience_stops_a_stage(tmp_path):
-    config = training.TrainConfig(dataset="x", patience=2)
+    config = training.TrainConfig(dataset="x", patience=2, min_steps=0)
     run = training.Run(tmp_path)
     state = training.RunState()
     monitor = training.StageMonitor(run, state, config)
@@ -143,6 +143,7 @@ def test_resume_after_kill_finishes_the_run(tones, tmp_path):
     rows = read_csv(run_dir / "log.csv")
     assert [int(r["epoch"]) for r in rows] == list(range(1, 7))
     assert [int(r["stage"]) for r in rows] == [0, 0, 0, 1, 1, 1]
+    assert [int(r["step"]) for r in rows] == [23 * epoch for epoch in range(1, 7)]  # 180 clips, batches of 8
     # The epoch after the kill went on with the same SGD, learning rate and step count.
     for stage in (rows[:3], rows[3:]):
         lr_now = [float(r["lr_now"]) for r in stage]
@@ -169,7 +170,8 @@ from samplecnn import training
 strategy = training.make_strategy("mirrored")
 print("replicas", strategy.num_replicas_in_sync)
 config = training.TrainConfig(dataset="tones", data_dir=sys.argv[1], log_dir=sys.argv[2], strategy="mirrored",
-                              init_features=8, batch_size=4, num_stages=1, max_epochs=1, num_readers=2)
+                              init_features=8, batch_size=4, num_stages=1, max_epochs=1, num_readers=2,
+                              validation_steps=0)
 run_dir, results = training.train(config, verbose=0)
 print("accuracy", results["test"]["accuracy"])
 """
@@ -308,8 +310,9 @@ def test_evaluate_checks_sample_rate_and_warns_about_dtype_and_statistics(traine
         in warnings[1]
 
 
-def feed_stage(run, state, config, val_losses):
-    """Runs one stage's monitor over ``val_losses``; returns the CSV 'best' flags of its epochs."""
+def feed_stage(run, state, config, val_losses, steps=0):
+    """Runs one stage's monitor over ``val_losses``, ``steps`` optimizer steps before each;
+    returns the CSV 'best' flags of its validations."""
     monitor = training.StageMonitor(run, state, config)
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
@@ -317,16 +320,18 @@ def feed_stage(run, state, config, val_losses):
     monitor.on_train_begin()
     first = len(read_csv(run.path("log.csv"))) if run.path("log.csv").exists() else 0
     for epoch, val_loss in enumerate(val_losses):
+        for batch in range(steps):
+            monitor.on_train_batch_end(batch, {"loss": 1.0})
         monitor.on_epoch_end(epoch, {"loss": 1.0, "val_loss": val_loss})
         if model.stop_training:
             break
-    state.stage, state.stage_epochs, state.wait = state.stage + 1, 0, 0
+    state.stage, state.stage_epochs, state.stage_steps, state.wait = state.stage + 1, 0, 0, 0
     return [int(r["best"]) for r in read_csv(run.path("log.csv"))[first:]]
 
 
 @pytest.mark.parametrize("recipe, second_stage", [("2019", [1, 0]), ("samplecnn", [0])])
 def test_2019_recipe_restarts_the_best_checkpoint_every_stage(tmp_path, recipe, second_stage):
-    config = training.TrainConfig(dataset="x", patience=1, recipe=recipe)
+    config = training.TrainConfig(dataset="x", patience=1, recipe=recipe, min_steps=0)
     run, state = training.Run(tmp_path), training.RunState()
     assert feed_stage(run, state, config, [1.0, 0.8, 0.9, 0.7]) == [1, 1, 0]
     # The next stage's first epoch is worse than the previous stage's best.
@@ -335,9 +340,43 @@ def test_2019_recipe_restarts_the_best_checkpoint_every_stage(tmp_path, recipe, 
 
 
 def test_patience_0_ends_a_stage_at_the_first_epoch_without_improvement(tmp_path):
-    config = training.TrainConfig(dataset="x", patience=0)
+    config = training.TrainConfig(dataset="x", patience=0, min_steps=0)
     run, state = training.Run(tmp_path), training.RunState()
     assert feed_stage(run, state, config, [1.0, 0.9, 0.8, 0.85, 0.1]) == [1, 1, 1, 0]
+
+
+@pytest.mark.parametrize("recipe, min_steps, first_stage", [("samplecnn", 100, 4), ("samplecnn", None, 6),
+                                                            ("samplecnn", 0, 2), ("2019", None, 2)])
+def test_patience_cannot_end_the_first_stage_before_min_steps(tmp_path, recipe, min_steps, first_stage):
+    config = training.TrainConfig(dataset="x", patience=1, recipe=recipe, min_steps=min_steps)
+    run, state = training.Run(tmp_path), training.RunState()
+    worse = [1.0, 1.1, 1.2, 1.3, 1.4, 1.5]  # patience 1 is spent at the second validation
+    assert len(feed_stage(run, state, config, worse, steps=30)) == first_stage  # 120 steps reach 100
+    # Later stages start from learned weights: patience alone ends them.
+    assert len(feed_stage(run, state, config, [0.9, 1.0, 1.1, 1.2], steps=30)) == 2
+    assert [int(r["step"]) for r in read_csv(run.path("log.csv"))] == [30 * n for n in range(1, first_stage + 3)]
+
+
+@pytest.mark.parametrize("recipe, schedule", [("samplecnn", (150, 1500)), ("2019", (0, 0))])
+def test_config_json_records_the_recipes_schedule(tones, tmp_path, recipe, schedule):
+    run = training.new_run(training.TrainConfig(dataset="tones", data_dir=str(tones), log_dir=str(tmp_path),
+                                                recipe=recipe))
+    assert (run.config["train"]["validation_steps"], run.config["train"]["min_steps"]) == schedule
+
+
+def test_validation_cadence_in_steps_in_the_log_and_config(tones, tmp_path):
+    result = train_cli("tones", "--data-dir", tones, "--log-dir", tmp_path, "--validation-steps", "30", "--min-steps",
+                       "50", "--num-stages", "2", "--max-epochs", "3", "--patience", "0", *SMALL_NET, cwd=tones)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ("schedule: validation every 30 steps (an epoch is 23); a stage ends after 1 validations without a lower "
+            "val loss (30 steps), or after 3 validations (90 steps); patience cannot end the first stage before 50 "
+            "steps") in result.stderr
+    (run_dir,) = tmp_path.iterdir()
+    rows = read_csv(run_dir / "log.csv")
+    assert [int(r["step"]) for r in rows] == [30 * int(r["epoch"]) for r in rows]
+    assert sum(r["stage"] == "0" for r in rows) >= 2 and rows[-1]["stage"] == "1"
+    config = json.loads((run_dir / "config.json").read_text())["train"]
+    assert (config["validation_steps"], config["min_steps"]) == (30, 50)
 
 
 def test_patience_0_is_accepted_on_the_command_line(tmp_path):
@@ -348,7 +387,7 @@ def test_patience_0_is_accepted_on_the_command_line(tmp_path):
 def test_train_with_the_2019_recipe(tones, tmp_path):
     patience = 1
     result = train_cli("tones", "--data-dir", tones, "--log-dir", tmp_path, "--recipe", "2019", "--num-stages", "2",
-                       "--max-epochs", "4", "--patience", patience, *SMALL, cwd=tones)
+                       "--max-epochs", "4", "--patience", patience, *SMALL_NET, cwd=tones)
     assert result.returncode == 0, result.stderr[-3000:]
     # The tones were built with the samplecnn recipe: one warning naming both paddings.
     warnings = [line for line in result.stderr.splitlines() if "pads short clips" in line]
@@ -356,7 +395,9 @@ def test_train_with_the_2019_recipe(tones, tmp_path):
     (run_dir,) = tmp_path.iterdir()
     config = json.loads((run_dir / "config.json").read_text())
     assert config["train"]["recipe"] == "2019" and config["model"]["recipe"] == "2019"
+    assert (config["train"]["validation_steps"], config["train"]["min_steps"]) == (0, 0)
     rows = read_csv(run_dir / "log.csv")
+    assert [int(r["step"]) for r in rows] == [23 * int(r["epoch"]) for r in rows]  # a validation every epoch
     for stage in (0, 1):
         stage_rows = [r for r in rows if int(r["stage"]) == stage]
         assert len(stage_rows) >= 1 + patience and int(stage_rows[0]["best"]) == 1

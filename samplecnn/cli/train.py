@@ -8,7 +8,13 @@
 from absl import flags
 
 from samplecnn.cli import FLAGS, IMPORT_HELP, UsageError, flag, import_modules, run
-from samplecnn.recipes import DEFAULT_RECIPE
+from samplecnn.recipes import DEFAULT_RECIPE, get_recipe, list_recipes
+
+
+def recipe_values(field):
+    """``samplecnn 150, 2019 0``: a recipe field's value in every registered recipe, for the help."""
+    return ", ".join(f"{name} {getattr(get_recipe(name), field)}" for name in list_recipes())
+
 
 flags.DEFINE_string("data-dir", "./data", "Data root holding DATA_DIR/<dataset>/tfrecord.")
 flags.DEFINE_string("log-dir", "./log", "Directory where to write event logs and models.")
@@ -23,10 +29,15 @@ flags.DEFINE_float("lr-decay", 0.2, "Learning rate decay rate between stages.")
 flags.DEFINE_float("dropout", 0.5, "Dropout rate.")
 flags.DEFINE_float("weight-decay", 0.0, "Weight decay (L2 on kernels).")
 flags.DEFINE_integer("num-stages", 5, "Number of stages to train.", lower_bound=1)
-flags.DEFINE_integer("patience", 2, "Stop training stage after #patiences: epochs in a row without a lower val loss "
-                     "(0 stops at the first such epoch, like 1).", lower_bound=0)
+flags.DEFINE_integer("patience", 2, "Stop training stage after #patiences: validations in a row without a lower val "
+                     "loss (0 stops at the first such validation, like 1).", lower_bound=0)
 flags.DEFINE_integer("num-readers", 8, "Number of TFRecord readers.", lower_bound=1)
-flags.DEFINE_integer("max-epochs", 100, "Maximum epochs per stage.", lower_bound=1)
+flags.DEFINE_integer("max-epochs", 100, "Maximum validations (epochs, or --validation-steps if longer) per stage.",
+                     lower_bound=1)
+flags.DEFINE_integer("validation-steps", None, "Validate every epoch or every this many optimizer steps, whichever is "
+                     f"longer (default: the recipe's: {recipe_values('validation_steps')}).", lower_bound=0)
+flags.DEFINE_integer("min-steps", None, "Patience cannot end the first stage before this many optimizer steps "
+                     f"(default: the recipe's: {recipe_values('min_steps')}).", lower_bound=0)
 flags.DEFINE_integer("init-features", 128, "Channels of the first convolution.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
@@ -46,6 +57,7 @@ flags.DEFINE_multi_string("import", [], IMPORT_HELP)
 
 OPTIONS = ("data-dir", "log-dir", "block", "amplifying-ratio", "multi", "batch-size", "momentum", "lr", "lr-decay",
            "dropout", "weight-decay", "num-stages", "patience", "num-readers", "max-epochs", "init-features", "seed",
+           "validation-steps", "min-steps",
            "strategy", "mixed-precision", "tensorboard-images", "recipe")
 
 
@@ -55,7 +67,6 @@ def main(argv):
     from samplecnn import crossval, training
     from samplecnn.models import PluginError, list_blocks
     from samplecnn.pipeline import DataError
-    from samplecnn.recipes import list_recipes
 
     logging.getLogger("samplecnn").setLevel(logging.INFO)
     import_modules()
