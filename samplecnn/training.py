@@ -349,7 +349,8 @@ def patience_exhausted(state, config):
 
 
 class StageMonitor(keras.callbacks.Callback):
-    """Per-epoch bookkeeping: best checkpoint, patience, NaN check, CSV row, resumable state."""
+    """Bookkeeping at every step (step count, NaN check) and validation (best checkpoint,
+    patience, CSV row, resumable state)."""
 
     def __init__(self, run, state, config):
         super().__init__()
@@ -575,7 +576,8 @@ def finish(run, manifest, state, recipe):
         log.warning(warning)
     write_text_atomic(run.path(RESULTS), json.dumps({"test": results, "checkpoint": final.name,
                                                      "best_val_loss": state.best_val_loss,
-                                                     "epochs": state.epochs, "learned": warning is None,
+                                                     "epochs": state.epochs, "steps": state.steps,
+                                                     "learned": warning is None,
                                                      "warning": warning}, indent=1))
     os.replace(run.path(BEST), final)
     state.finished = True

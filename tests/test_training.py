@@ -389,6 +389,7 @@ def test_validation_cadence_in_steps_in_the_log_and_config(tones, tmp_path):
     assert sum(r["stage"] == "0" for r in rows) >= 2 and rows[-1]["stage"] == "1"
     config = json.loads((run_dir / "config.json").read_text())["train"]
     assert (config["validation_steps"], config["min_steps"]) == (30, 50)
+    assert json.loads((run_dir / "results.json").read_text())["steps"] == int(rows[-1]["step"])
 
 
 def test_patience_0_is_accepted_on_the_command_line(tmp_path):
