@@ -247,7 +247,8 @@ def test_mixed_precision_flag_sets_a_bfloat16_policy_on_cpu():
 @pytest.mark.parametrize("field, value", [("lr", -1.0), ("lr", 0.0), ("lr", math.nan), ("momentum", 1.0),
                                           ("momentum", -0.1), ("dropout", 1.5), ("dropout", 1.0), ("lr_decay", 0.0),
                                           ("lr_decay", -0.2), ("weight_decay", -1e-4), ("amplifying_ratio", 0.0),
-                                          ("batch_size", 0), ("patience", -1), ("strategy", "nosuch")])
+                                          ("batch_size", 0), ("patience", -1), ("strategy", "nosuch"),
+                                          ("validation_steps", -1), ("min_steps", 2.5)])
 def test_values_no_sane_run_uses_are_refused(field, value):
     with pytest.raises(ValueError, match=f"--{field.replace('_', '-')} must be"):
         training.TrainConfig(dataset="scd", **{field: value})
