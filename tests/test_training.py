@@ -1,5 +1,6 @@
 """Training, resume, evaluation and metrics, end to end on a tiny generated data set."""
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -368,6 +369,13 @@ def test_patience_cannot_end_the_first_stage_before_min_steps(tmp_path, recipe, 
     # Later stages start from learned weights: patience alone ends them.
     assert len(feed_stage(run, state, config, [0.9, 1.0, 1.1, 1.2], steps=30)) == 2
     assert [int(r["step"]) for r in read_csv(run.path("log.csv"))] == [30 * n for n in range(1, first_stage + 3)]
+
+
+def test_a_validation_every_epoch_or_every_150_steps_if_longer():
+    samplecnn, original = training.TrainConfig(dataset="x"), training.TrainConfig(dataset="x", recipe="2019")
+    assert [training.validation_period(samplecnn, steps) for steps in (31, 59, 183)] == [150, 150, 183]
+    assert [training.validation_period(original, steps) for steps in (31, 59, 183)] == [31, 59, 183]
+    assert training.validation_period(dataclasses.replace(samplecnn, validation_steps=0), 31) == 31
 
 
 @pytest.mark.parametrize("recipe, schedule", [("samplecnn", (150, 1500)), ("2019", (0, 0))])
