@@ -182,6 +182,9 @@ def stage_lr(config, stage):
 SCHEDULE_OPTIONS = ("validation_steps", "min_steps")
 """TrainConfig fields whose None means the recipe's value (samplecnn.recipes.Recipe)."""
 
+EPOCH_SCHEDULE = dict.fromkeys(SCHEDULE_OPTIONS, 0)
+"""The schedule of runs whose config.json predates these options: a validation every epoch."""
+
 
 def with_recipe_schedule(config):
     """``config`` with the recipe's schedule values where none were given (stored so in
@@ -300,10 +303,15 @@ class Run:
         write_text_atomic(self.path(STATE), json.dumps(dataclasses.asdict(state)))
 
     def append_csv(self, row):
+        """Appends ``row`` under the log's header: a log begun by an older version without
+        some of the columns keeps its own, so that no value lands under another's name."""
         path = self.path(CSV_LOG)
         new = not path.exists()
+        if not new:
+            with open(path, newline="") as f:
+                fields = next(csv.reader(f))
         with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
+            writer = csv.DictWriter(f, fieldnames=list(row) if new else fields, extrasaction="ignore")
             if new:
                 writer.writeheader()
             writer.writerow(row)
@@ -467,7 +475,7 @@ def _train(run, verbose):
 def _train_stages(run, verbose):
     stored = run.config
     import_block_module(stored, run.dir)
-    config = with_recipe_schedule(TrainConfig(**stored["train"]))
+    config = TrainConfig(**{**EPOCH_SCHEDULE, **stored["train"]})
     model_config = ModelConfig.from_dict(stored["model"])
     manifest = pipeline.load_manifest(stored["data"])
     spec = pipeline.spec_of(manifest)

@@ -401,6 +401,32 @@ def test_validation_cadence_in_steps_in_the_log_and_config(tones, tmp_path):
     assert json.loads((run_dir / "results.json").read_text())["steps"] == int(rows[-1]["step"])
 
 
+def test_a_run_begun_before_the_schedule_options_resumes_with_a_validation_every_epoch(tones, tmp_path):
+    result = train_cli("tones", "--data-dir", tones, "--log-dir", tmp_path, "--num-stages", "2", "--max-epochs", "1",
+                       *SMALL, cwd=tones)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = tmp_path.iterdir()
+    # Make it what an older version left when killed after its first stage: no step counts or schedule options.
+    config = json.loads((run_dir / "config.json").read_text())
+    for name in ("validation_steps", "min_steps"):
+        del config["train"][name]
+    (run_dir / "config.json").write_text(json.dumps(config))
+    (first, _) = read_csv(run_dir / "log.csv")
+    del first["step"]
+    (run_dir / "log.csv").write_text(",".join(first) + "\n" + ",".join(first.values()) + "\n")
+    state = {"stage": 1, "stage_epochs": 0, "epochs": 1, "best_val_loss": float(first["val_loss"]), "wait": 0}
+    (run_dir / "state.json").write_text(json.dumps(state))
+    (run_dir / "results.json").unlink()
+    next(run_dir.glob("final-*.h5")).rename(run_dir / "best.h5")
+    result = train_cli("--resume", run_dir, cwd=tones)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "schedule: validation every 23 steps (an epoch is 23)" in result.stderr
+    rows = read_csv(run_dir / "log.csv")
+    assert list(rows[1]) == list(first) and [r["stage"] for r in rows] == ["0", "1"]
+    assert all(math.isfinite(float(r["val_loss"])) and 0 <= float(r["val_categorical_accuracy"]) <= 1 for r in rows)
+    assert json.loads((run_dir / "state.json").read_text())["steps"] == 23
+
+
 def test_patience_0_is_accepted_on_the_command_line(tmp_path):
     result = train_cli("scd", "--patience", "0", "--data-dir", tmp_path, cwd=tmp_path)
     assert result.returncode == 2 and "manifest.json not found" in result.stderr and "--patience" not in result.stderr
