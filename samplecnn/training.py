@@ -184,6 +184,9 @@ def stage_lr(config, stage):
 SCHEDULE_OPTIONS = ("validation_steps", "min_steps")
 """TrainConfig fields whose None means the recipe's value (samplecnn.recipes.Recipe)."""
 
+EPOCH_SCHEDULE = dict.fromkeys(SCHEDULE_OPTIONS, 0)
+"""The schedule of runs whose config.json predates these options: a validation every epoch."""
+
 
 def with_recipe_schedule(config):
     """``config`` with the recipe's schedule values where none were given (stored so in
@@ -310,10 +313,15 @@ class Run:
         write_text_atomic(self.path(STATE), json.dumps(dataclasses.asdict(state)))
 
     def append_csv(self, row):
+        """Appends ``row`` under the log's header: a log begun by an older version without
+        some of the columns keeps its own, so that no value lands under another's name."""
         path = self.path(CSV_LOG)
         new = not path.exists()
+        if not new:
+            with open(path, newline="") as f:
+                fields = next(csv.reader(f))
         with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
+            writer = csv.DictWriter(f, fieldnames=list(row) if new else fields, extrasaction="ignore")
             if new:
                 writer.writeheader()
             writer.writerow(row)
@@ -359,7 +367,8 @@ def patience_exhausted(state, config):
 
 
 class StageMonitor(keras.callbacks.Callback):
-    """Per-epoch bookkeeping: best checkpoint, patience, NaN check, CSV row, resumable state."""
+    """Bookkeeping at every step (step count, NaN check) and validation (best checkpoint,
+    patience, CSV row, resumable state)."""
 
     def __init__(self, run, state, config):
         super().__init__()
@@ -483,7 +492,7 @@ def _train(run, verbose):
 def _train_stages(run, verbose):
     stored = run.config
     import_block_module(stored, run.dir)
-    config = with_recipe_schedule(TrainConfig(**stored["train"]))
+    config = TrainConfig(**{**EPOCH_SCHEDULE, **stored["train"]})
     model_config = ModelConfig.from_dict(stored["model"])
     manifest = pipeline.run_manifest(stored)
     spec = pipeline.spec_of(manifest)
@@ -592,7 +601,8 @@ def finish(run, manifest, state, recipe):
         log.warning(warning)
     write_text_atomic(run.path(RESULTS), json.dumps({"test": results, "checkpoint": final.name,
                                                      "best_val_loss": state.best_val_loss,
-                                                     "epochs": state.epochs, "learned": warning is None,
+                                                     "epochs": state.epochs, "steps": state.steps,
+                                                     "learned": warning is None,
                                                      "warning": warning}, indent=1))
     os.replace(run.path(BEST), final)
     state.finished = True

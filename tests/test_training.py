@@ -1,5 +1,6 @@
 """Training, resume, evaluation and metrics, end to end on a tiny generated data set."""
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -235,7 +236,8 @@ def test_every_model_and_optimizer_flag_reaches_the_model():
 @pytest.mark.parametrize("field, value", [("lr", -1.0), ("lr", 0.0), ("lr", math.nan), ("momentum", 1.0),
                                           ("momentum", -0.1), ("dropout", 1.5), ("dropout", 1.0), ("lr_decay", 0.0),
                                           ("lr_decay", -0.2), ("weight_decay", -1e-4), ("amplifying_ratio", 0.0),
-                                          ("batch_size", 0), ("patience", -1), ("strategy", "nosuch")])
+                                          ("batch_size", 0), ("patience", -1), ("strategy", "nosuch"),
+                                          ("validation_steps", -1), ("min_steps", 2.5)])
 def test_values_no_sane_run_uses_are_refused(field, value):
     with pytest.raises(ValueError, match=f"--{field.replace('_', '-')} must be"):
         training.TrainConfig(dataset="scd", **{field: value})
@@ -357,6 +359,13 @@ def test_patience_cannot_end_the_first_stage_before_min_steps(tmp_path, recipe, 
     assert [int(r["step"]) for r in read_csv(run.path("log.csv"))] == [30 * n for n in range(1, first_stage + 3)]
 
 
+def test_a_validation_every_epoch_or_every_150_steps_if_longer():
+    samplecnn, original = training.TrainConfig(dataset="x"), training.TrainConfig(dataset="x", recipe="2019")
+    assert [training.validation_period(samplecnn, steps) for steps in (31, 59, 183)] == [150, 150, 183]
+    assert [training.validation_period(original, steps) for steps in (31, 59, 183)] == [31, 59, 183]
+    assert training.validation_period(dataclasses.replace(samplecnn, validation_steps=0), 31) == 31
+
+
 @pytest.mark.parametrize("recipe, schedule", [("samplecnn", (150, 1500)), ("2019", (0, 0))])
 def test_config_json_records_the_recipes_schedule(tones, tmp_path, recipe, schedule):
     run = training.new_run(training.TrainConfig(dataset="tones", data_dir=str(tones), log_dir=str(tmp_path),
@@ -377,6 +386,33 @@ def test_validation_cadence_in_steps_in_the_log_and_config(tones, tmp_path):
     assert sum(r["stage"] == "0" for r in rows) >= 2 and rows[-1]["stage"] == "1"
     config = json.loads((run_dir / "config.json").read_text())["train"]
     assert (config["validation_steps"], config["min_steps"]) == (30, 50)
+    assert json.loads((run_dir / "results.json").read_text())["steps"] == int(rows[-1]["step"])
+
+
+def test_a_run_begun_before_the_schedule_options_resumes_with_a_validation_every_epoch(tones, tmp_path):
+    result = train_cli("tones", "--data-dir", tones, "--log-dir", tmp_path, "--num-stages", "2", "--max-epochs", "1",
+                       *SMALL, cwd=tones)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = tmp_path.iterdir()
+    # Make it what an older version left when killed after its first stage: no step counts or schedule options.
+    config = json.loads((run_dir / "config.json").read_text())
+    for name in ("validation_steps", "min_steps"):
+        del config["train"][name]
+    (run_dir / "config.json").write_text(json.dumps(config))
+    (first, _) = read_csv(run_dir / "log.csv")
+    del first["step"]
+    (run_dir / "log.csv").write_text(",".join(first) + "\n" + ",".join(first.values()) + "\n")
+    state = {"stage": 1, "stage_epochs": 0, "epochs": 1, "best_val_loss": float(first["val_loss"]), "wait": 0}
+    (run_dir / "state.json").write_text(json.dumps(state))
+    (run_dir / "results.json").unlink()
+    next(run_dir.glob("final-*.h5")).rename(run_dir / "best.h5")
+    result = train_cli("--resume", run_dir, cwd=tones)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "schedule: validation every 23 steps (an epoch is 23)" in result.stderr
+    rows = read_csv(run_dir / "log.csv")
+    assert list(rows[1]) == list(first) and [r["stage"] for r in rows] == ["0", "1"]
+    assert all(math.isfinite(float(r["val_loss"])) and 0 <= float(r["val_categorical_accuracy"]) <= 1 for r in rows)
+    assert json.loads((run_dir / "state.json").read_text())["steps"] == 23
 
 
 def test_patience_0_is_accepted_on_the_command_line(tmp_path):
