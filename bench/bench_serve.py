@@ -117,7 +117,7 @@ def markdown(results):
              f"Model: {results['model']}. Tagger.run_files in one process: {results['run_files_before']:.1f} "
              f"files/s before the server ran, {results['run_files_after']:.1f} after (reference: the mean, "
              f"{results['run_files']:.1f}).", "",
-             f"| clients | requests | requests/s | p50 ms | p95 ms | errors | of run_files |",
+             "| clients | requests | requests/s | p50 ms | p95 ms | errors | of run_files |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
     for level in results["levels"]:
         lines.append(f"| {level['concurrency']} | {level['requests']} | {level['rps']:.1f} | {level['p50_ms']:.0f} "
