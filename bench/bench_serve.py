@@ -10,7 +10,9 @@ clients (threads with keep-alive connections) posting one WAV per request to /v1
 while the server is idle, it measures tagger.run_files over the same files in this process
 (median of 2 passes each): the machine is shared, so each level is compared with the
 run_files rate of its own minutes. Prints requests/s, p50/p95 latency, errors and the ratio
-of the server's files/s to run_files' per level; writes serve-results.json to --work-dir.
+of the server's files/s to run_files' per level, and the CPU time per file of the server
+process, of the clients and of run_files (robust to the machine's load, unlike the rates);
+writes serve-results.json to --work-dir.
 Loopback only; every loop is bounded by its time.
 """
 import argparse
@@ -18,6 +20,7 @@ import http.client
 import json
 import os
 import pathlib
+import resource
 import statistics
 import subprocess
 import sys
@@ -106,9 +109,23 @@ def load(port, bodies, concurrency, seconds):
     return latencies, errors[0]
 
 
+def process_cpu_seconds(pid):
+    """User + system CPU seconds of a process, all its threads (/proc/PID/stat)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_files_rate(tagger, paths, passes=2):
-    """Median files/s of ``passes`` tagger.run_files passes over ``paths`` (the server is idle meanwhile)."""
-    return statistics.median(tag_all(tagger, paths)["files_per_s"] for _ in range(passes))
+    """(median files/s, CPU ms per file) of ``passes`` tagger.run_files passes over ``paths``
+    (the server is idle meanwhile)."""
+    cpu = own_cpu_seconds()
+    rates = [tag_all(tagger, paths)["files_per_s"] for _ in range(passes)]
+    return statistics.median(rates), 1000 * (own_cpu_seconds() - cpu) / (passes * len(paths))
 
 
 def markdown(results):
@@ -119,12 +136,13 @@ def markdown(results):
              f"Model: {results['model']}. Each level is compared with Tagger.run_files in one process, measured "
              "just before and just after it (2 passes each, the mean of their medians).", "",
              "| clients | requests | requests/s | p50 ms | p95 ms | errors | run_files files/s before, after "
-             "| of run_files |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| of run_files | server CPU ms / file | client CPU ms / file | run_files CPU ms / file |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for level in results["levels"]:
         lines.append(f"| {level['concurrency']} | {level['requests']} | {level['rps']:.1f} | {level['p50_ms']:.0f} "
                      f"| {level['p95_ms']:.0f} | {level['errors']} | {level['run_files_before']:.1f}, "
-                     f"{level['run_files_after']:.1f} | {level['ratio']:.0%} |")
+                     f"{level['run_files_after']:.1f} | {level['ratio']:.0%} | {level['server_cpu_ms']:.1f} "
+                     f"| {level['client_cpu_ms']:.1f} | {level['run_files_cpu_ms']:.1f} |")
     return "\n".join(lines)
 
 
@@ -155,16 +173,19 @@ def main():
         load(port, bodies, max(levels), 5.0)  # warm-up: the model's batch shapes
         measured = []
         for concurrency in levels:
-            before = run_files_rate(tagger, paths)
-            start = time.perf_counter()
+            before, cpu_before = run_files_rate(tagger, paths)
+            start, server_cpu, client_cpu = time.perf_counter(), process_cpu_seconds(process.pid), own_cpu_seconds()
             latencies, errors = load(port, bodies, concurrency, args.seconds)
             elapsed = time.perf_counter() - start
-            after = run_files_rate(tagger, paths)
+            server_ms = 1000 * (process_cpu_seconds(process.pid) - server_cpu) / max(len(latencies), 1)
+            client_ms = 1000 * (own_cpu_seconds() - client_cpu) / max(len(latencies), 1)
+            after, cpu_after = run_files_rate(tagger, paths)
             rps = len(latencies) / elapsed
             measured.append({"concurrency": concurrency, "requests": len(latencies), "errors": errors, "rps": rps,
                              "p50_ms": 1000 * percentile(latencies, 0.5), "p95_ms": 1000 * percentile(latencies, 0.95),
                              "run_files_before": before, "run_files_after": after,
-                             "ratio": rps / ((before + after) / 2)})
+                             "ratio": rps / ((before + after) / 2), "server_cpu_ms": server_ms,
+                             "client_cpu_ms": client_ms, "run_files_cpu_ms": (cpu_before + cpu_after) / 2})
             log(f"  {concurrency} clients: {rps:.1f} requests/s, {errors} errors; run_files {before:.1f} and "
                 f"{after:.1f} files/s around it")
     finally:

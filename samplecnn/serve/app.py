@@ -16,6 +16,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from samplecnn import inference, training, writers
+from samplecnn.audio import AudioDecodeError
 from samplecnn.models import list_blocks
 from samplecnn.recipes import list_recipes
 from samplecnn.serve import jobs, schemas, uploads
@@ -137,11 +138,21 @@ def create_app(settings):
         return await run_in_threadpool(uploads.expand, saved, folder, settings.limits)
 
     def run(tagger, found, window, hop, layer=None):
-        """(display name, FileResult) of every file, and the inputs that failed before decoding."""
-        results = [(found.name(r.path), r) for r in tagger.run_files(found.files, window, hop, layer)]
-        for name, result in results:
-            for prediction in result.predictions or []:
+        """(display name, FileResult) of every file, and the inputs that failed before decoding.
+
+        Files are decoded in the request's own thread, one after another: requests run in
+        parallel threads already, and more threads per request only contend for the cores."""
+        results = []
+        for path in found.files:
+            name = found.name(path)
+            try:
+                predictions = (tagger.embed(path, layer, window, hop) if layer else tagger.timeline(path, window, hop))
+            except (AudioDecodeError, OSError, ValueError) as error:  # what Tagger.run_files reports per file
+                results.append((name, inference.FileResult(name, error=str(error))))
+                continue
+            for prediction in predictions:
                 prediction.path = name
+            results.append((name, inference.FileResult(name, predictions)))
         return results, found.failures
 
     @api.post("/predict", response_model=schemas.PredictResponse, openapi_extra=UPLOAD_BODY,
