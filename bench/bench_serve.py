@@ -3,20 +3,24 @@
     .venv/bin/python bench/bench_serve.py [--seconds 60] [--concurrency 1,4,16] [--work-dir /tmp/samplecnn-bench-serve]
 
 Uses bench_predict.py's run directory (the scd spec, default SE model with 128 features;
-trained once and cached in --work-dir) and its 200 one-second 16-kHz WAVs. Measures
-tagger.run_files over the files in this process (median of 3 passes, before and after the
-server runs), then starts `python -m samplecnn serve` on a free 127.0.0.1 port and, for each
-concurrency level, keeps that many clients (threads with keep-alive connections) posting one
-WAV per request to /v1/predict for --seconds (after a 5-s warm-up at the highest level).
-Prints requests/s, p50/p95 latency and errors per level and the ratio of the server's
-files/s to run_files'; writes serve-results.json to --work-dir. Loopback only; every loop
-is bounded by its time.
+trained once and cached in --work-dir) and its 200 one-second 16-kHz WAVs. Starts `python -m
+samplecnn serve` on a free 127.0.0.1 port and, for each concurrency level, keeps that many
+clients (threads with keep-alive connections) posting one WAV per request to /v1/predict for
+--seconds (after a 5-s warm-up at the highest level). Right before and after each level,
+while the server is idle, it measures tagger.run_files over the same files in this process
+(median of 2 passes each): the machine is shared, so each level is compared with the
+run_files rate of its own minutes. Prints requests/s, p50/p95 latency, errors and the ratio
+of the server's files/s to run_files' per level, and the CPU time per file of the server
+process, of the clients and of run_files (robust to the machine's load, unlike the rates);
+writes serve-results.json to --work-dir.
+Loopback only; every loop is bounded by its time.
 """
 import argparse
 import http.client
 import json
 import os
 import pathlib
+import resource
 import statistics
 import subprocess
 import sys
@@ -105,8 +109,23 @@ def load(port, bodies, concurrency, seconds):
     return latencies, errors[0]
 
 
-def run_files_rate(tagger, paths, passes=3):
-    return statistics.median(tag_all(tagger, paths)["files_per_s"] for _ in range(passes))
+def process_cpu_seconds(pid):
+    """User + system CPU seconds of a process, all its threads (/proc/PID/stat)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_files_rate(tagger, paths, passes=2):
+    """(median files/s, CPU ms per file) of ``passes`` tagger.run_files passes over ``paths``
+    (the server is idle meanwhile)."""
+    cpu = own_cpu_seconds()
+    rates = [tag_all(tagger, paths)["files_per_s"] for _ in range(passes)]
+    return statistics.median(rates), 1000 * (own_cpu_seconds() - cpu) / (passes * len(paths))
 
 
 def markdown(results):
@@ -114,14 +133,16 @@ def markdown(results):
              f"Load average (1, 5, 15 min) at the start: {', '.join(f'{x:.2f}' for x in results['loadavg'])}, "
              f"at the end: {', '.join(f'{x:.2f}' for x in results['loadavg_end'])}; other processes used "
              f"{results['foreign_cores']:.2f} cores on average during the run.", "",
-             f"Model: {results['model']}. Tagger.run_files in one process: {results['run_files_before']:.1f} "
-             f"files/s before the server ran, {results['run_files_after']:.1f} after (reference: the mean, "
-             f"{results['run_files']:.1f}).", "",
-             f"| clients | requests | requests/s | p50 ms | p95 ms | errors | of run_files |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+             f"Model: {results['model']}. Each level is compared with Tagger.run_files in one process, measured "
+             "just before and just after it (2 passes each, the mean of their medians).", "",
+             "| clients | requests | requests/s | p50 ms | p95 ms | errors | run_files files/s before, after "
+             "| of run_files | server CPU ms / file | client CPU ms / file | run_files CPU ms / file |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for level in results["levels"]:
         lines.append(f"| {level['concurrency']} | {level['requests']} | {level['rps']:.1f} | {level['p50_ms']:.0f} "
-                     f"| {level['p95_ms']:.0f} | {level['errors']} | {level['ratio']:.0%} |")
+                     f"| {level['p95_ms']:.0f} | {level['errors']} | {level['run_files_before']:.1f}, "
+                     f"{level['run_files_after']:.1f} | {level['ratio']:.0%} | {level['server_cpu_ms']:.1f} "
+                     f"| {level['client_cpu_ms']:.1f} | {level['run_files_cpu_ms']:.1f} |")
     return "\n".join(lines)
 
 
@@ -146,34 +167,36 @@ def main():
 
     tagger = Tagger.from_run(run_dir)
     tag_all(tagger, paths)  # warm-up
-    before = run_files_rate(tagger, paths)
-    log(f"run_files: {before:.1f} files/s")
 
     process, port = start_server(run_dir, args.work_dir)
     try:
         load(port, bodies, max(levels), 5.0)  # warm-up: the model's batch shapes
         measured = []
         for concurrency in levels:
-            start = time.perf_counter()
+            before, cpu_before = run_files_rate(tagger, paths)
+            start, server_cpu, client_cpu = time.perf_counter(), process_cpu_seconds(process.pid), own_cpu_seconds()
             latencies, errors = load(port, bodies, concurrency, args.seconds)
             elapsed = time.perf_counter() - start
-            measured.append({"concurrency": concurrency, "requests": len(latencies), "errors": errors,
-                             "rps": len(latencies) / elapsed, "p50_ms": 1000 * percentile(latencies, 0.5),
-                             "p95_ms": 1000 * percentile(latencies, 0.95)})
-            log(f"  {concurrency} clients: {measured[-1]['rps']:.1f} requests/s, {errors} errors")
+            server_ms = 1000 * (process_cpu_seconds(process.pid) - server_cpu) / max(len(latencies), 1)
+            client_ms = 1000 * (own_cpu_seconds() - client_cpu) / max(len(latencies), 1)
+            after, cpu_after = run_files_rate(tagger, paths)
+            rps = len(latencies) / elapsed
+            measured.append({"concurrency": concurrency, "requests": len(latencies), "errors": errors, "rps": rps,
+                             "p50_ms": 1000 * percentile(latencies, 0.5), "p95_ms": 1000 * percentile(latencies, 0.95),
+                             "run_files_before": before, "run_files_after": after,
+                             "ratio": rps / ((before + after) / 2), "server_cpu_ms": server_ms,
+                             "client_cpu_ms": client_ms, "run_files_cpu_ms": (cpu_before + cpu_after) / 2})
+            log(f"  {concurrency} clients: {rps:.1f} requests/s, {errors} errors; run_files {before:.1f} and "
+                f"{after:.1f} files/s around it")
     finally:
         process.terminate()
         process.wait(60)
-    after = run_files_rate(tagger, paths)
-    reference = (before + after) / 2
-    for level in measured:
-        level["ratio"] = level["rps"] / reference
     model = tagger.config["model"]
     results = {"machine": machine(), "loadavg": watch.loadavg, "loadavg_end": os.getloadavg(),
                "foreign_cores": watch.foreign_cores(), "seconds": args.seconds, "run_dir": str(run_dir),
                "model": f"scd {model['block']}, {model['init_features']} features, "
                         f"{tagger.model.count_params():,} parameters; {len(paths)} one-second 16-kHz WAVs",
-               "run_files_before": before, "run_files_after": after, "run_files": reference, "levels": measured}
+               "levels": measured}
     (args.work_dir / "serve-results.json").write_text(json.dumps(results, indent=1))
     print(markdown(results))
 

@@ -16,10 +16,12 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from samplecnn import inference, training, writers
+from samplecnn.audio import AudioDecodeError
 from samplecnn.models import list_blocks
 from samplecnn.recipes import list_recipes
 from samplecnn.serve import jobs, schemas, uploads
 from samplecnn.serve.batching import BatchingTagger
+from samplecnn.serve.uploads import RequestError
 
 STATIC = pathlib.Path(__file__).parent / "static"
 
@@ -65,14 +67,6 @@ class ServedModel:
                 "train": config.get("train"), "test": test}
 
 
-class ApiError(Exception):
-    """A request that cannot be answered: HTTP ``status`` and a message for the client."""
-
-    def __init__(self, status, message):
-        super().__init__(message)
-        self.status = status
-
-
 def create_app(settings):
     """The application serving ``settings.model``; raises what Tagger.load raises for a bad model."""
     served = ServedModel(settings.model, settings)
@@ -102,9 +96,8 @@ def create_app(settings):
                                     status_code=401, headers={"WWW-Authenticate": "Bearer"})
         return await call_next(request)
 
-    @app.exception_handler(ApiError)
-    @app.exception_handler(uploads.UploadError)
-    async def api_error(request, error):
+    @app.exception_handler(RequestError)
+    async def request_error(request, error):
         return JSONResponse({"detail": str(error)}, status_code=error.status)
 
     @app.exception_handler(jobs.JobError)
@@ -133,23 +126,33 @@ def create_app(settings):
 
     def checked_window(tagger, window, hop):
         if hop is not None and window is None:
-            raise ApiError(422, "hop needs window: give window (seconds) too")
+            raise RequestError(422, "hop needs window: give window (seconds) too")
         if window is not None:
             try:
                 inference.window_samples(window, hop, tagger.sample_rate)
             except ValueError as error:
-                raise ApiError(422, str(error).replace("--", "")) from None
+                raise RequestError(422, str(error).replace("--", "")) from None
 
     async def received(request, folder):
         saved = await uploads.receive(request, folder, settings.limits)
         return await run_in_threadpool(uploads.expand, saved, folder, settings.limits)
 
     def run(tagger, found, window, hop, layer=None):
-        """(display name, FileResult) of every file, and the inputs that failed before decoding."""
-        results = [(found.name(r.path), r) for r in tagger.run_files(found.files, window, hop, layer)]
-        for name, result in results:
-            for prediction in result.predictions or []:
+        """(display name, FileResult) of every file, and the inputs that failed before decoding.
+
+        Files are decoded in the request's own thread, one after another: requests run in
+        parallel threads already, and more threads per request only contend for the cores."""
+        results = []
+        for path in found.files:
+            name = found.name(path)
+            try:
+                predictions = (tagger.embed(path, layer, window, hop) if layer else tagger.timeline(path, window, hop))
+            except (AudioDecodeError, OSError, ValueError) as error:  # what Tagger.run_files reports per file
+                results.append((name, inference.FileResult(name, error=str(error))))
+                continue
+            for prediction in predictions:
                 prediction.path = name
+            results.append((name, inference.FileResult(name, predictions)))
         return results, found.failures
 
     @api.post("/predict", response_model=schemas.PredictResponse, openapi_extra=UPLOAD_BODY,
@@ -195,14 +198,14 @@ def create_app(settings):
             layer = layer or inference.EMBEDDING_LAYER
             await run_in_threadpool(tagger.feature_model, layer)
         except ValueError as error:
-            raise ApiError(422, str(error)) from None
+            raise RequestError(422, str(error)) from None
         with tempfile.TemporaryDirectory(prefix="samplecnn-request-") as folder:
             found = await received(request, pathlib.Path(folder))
             results, failures = await run_in_threadpool(run, tagger, found, window, hop, layer)
             if format == "npy":
                 rows = [p for _, r in results for p in r.predictions or []]
                 if not rows:
-                    raise ApiError(422, "no file could be decoded: " + "; ".join(
+                    raise RequestError(422, "no file could be decoded: " + "; ".join(
                         f"{f['path']}: {f['error']}" for f in [*failures, *({"path": n, "error": r.error}
                                                                               for n, r in results)]))
                 target = pathlib.Path(folder) / "embeddings.npy"
@@ -262,14 +265,14 @@ def create_app(settings):
         if name in manager.jobs:
             folder = manager.jobs[name].run_dir
         elif "/" in name or "\\" in name or name in ("", ".", ".."):
-            raise ApiError(422, f"run {name!r}: give a job id or the name of a run directory in --log-dir, "
+            raise RequestError(422, f"run {name!r}: give a job id or the name of a run directory in --log-dir, "
                                 "not a path")
         else:
             folder = pathlib.Path(settings.log_dir) / name
         if not folder or not pathlib.Path(folder).is_dir():
-            raise ApiError(404, f"no run {name!r} in {settings.log_dir} and no job with that id")
+            raise RequestError(404, f"no run {name!r} in {settings.log_dir} and no job with that id")
         if training.Run(folder).final_checkpoint() is None:
-            raise ApiError(409, f"run {name!r} has not finished (no final-*.h5 checkpoint yet)")
+            raise RequestError(409, f"run {name!r} has not finished (no final-*.h5 checkpoint yet)")
         return folder
 
     app.include_router(api)

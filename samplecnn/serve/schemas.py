@@ -1,5 +1,4 @@
 """The API's request and response bodies, each field documented for the OpenAPI schema."""
-import dataclasses
 from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -98,8 +97,8 @@ def _job_request():
         elif name == "name":
             fields[name] = (Optional[str], Field(None, description=JOB_FIELD_HELP[name], pattern=jobs.NAME_PATTERN))
         else:
-            default = field.default if field.default is not dataclasses.MISSING else None
-            fields[name] = (Optional[field.type], Field(None, description=f"{JOB_FIELD_HELP[name]} Default: {default!r}."))
+            help_ = f"{JOB_FIELD_HELP[name]} Default: {field.default!r}."
+            fields[name] = (Optional[field.type], Field(None, description=help_))
     return create_model("TrainJobRequest", __config__=ConfigDict(extra="forbid"), **fields)
 
 

@@ -6,7 +6,6 @@ links, a cap on the unpacked size and the file count), then unpacked by the same
 predict.py's. Nothing is written anywhere but the folder given, which the caller removes.
 """
 import dataclasses
-import pathlib
 import re
 import stat
 import tarfile
@@ -23,8 +22,8 @@ from samplecnn.audio import is_audio_file
 MB = 1 << 20
 
 
-class UploadError(Exception):
-    """A request whose audio cannot be taken: ``status`` is the HTTP status to answer with."""
+class RequestError(Exception):
+    """A request that cannot be answered as sent: ``status`` is the HTTP status to answer with."""
 
     def __init__(self, status, message):
         super().__init__(message)
@@ -85,7 +84,7 @@ class _Parts:
             self._field = options.get(b"name", b"").decode("utf-8", "replace")
             return
         if len(self.saved) >= self.limits.max_files:
-            raise UploadError(413, f"more than {self.limits.max_files} files in one request (--max-files); "
+            raise RequestError(413, f"more than {self.limits.max_files} files in one request (--max-files); "
                                    "send them in several requests")
         name = filename.decode("utf-8", "replace")
         target = self.folder / str(len(self.saved)) / safe_name(name)
@@ -96,7 +95,7 @@ class _Parts:
     def _data(self, data, start, end):
         self.received += end - start
         if self.received > self.limits.max_upload_bytes:
-            raise UploadError(413, f"the upload is larger than {self.limits.max_upload_bytes / MB:g} MB "
+            raise RequestError(413, f"the upload is larger than {self.limits.max_upload_bytes / MB:g} MB "
                                    "(--max-upload-mb); send fewer or smaller files")
         if self._file is not None:
             self._file.write(data[start:end])
@@ -106,7 +105,7 @@ class _Parts:
             self._file.close()
             self._file = None
         elif self._field is not None:
-            raise UploadError(400, f"form field {self._field!r} is not a file: send audio as file parts "
+            raise RequestError(400, f"form field {self._field!r} is not a file: send audio as file parts "
                                    "(curl -F 'file=@clip.wav'); options go in the query string (?top_k=3)")
 
     def close(self):
@@ -122,12 +121,12 @@ async def receive(request, folder, limits):
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limits.max_upload_bytes + MB:  # + room for the part headers
-        raise UploadError(413, f"the upload ({int(length) / MB:.1f} MB) is larger than "
+        raise RequestError(413, f"the upload ({int(length) / MB:.1f} MB) is larger than "
                                f"{limits.max_upload_bytes / MB:g} MB (--max-upload-mb); send fewer or smaller files")
     if content_type == b"application/json":
         return [await _fetch_json_url(request, folder, limits)]
     if content_type != b"multipart/form-data" or not options.get(b"boundary"):
-        raise UploadError(415, "send audio as multipart/form-data file parts (curl -F 'file=@clip.wav'), or "
+        raise RequestError(415, "send audio as multipart/form-data file parts (curl -F 'file=@clip.wav'), or "
                                "JSON {\"url\": ...} when the server runs with --allow-urls")
     parts = _Parts(folder, limits)
     parser = MultipartParser(options[b"boundary"], parts.callbacks())
@@ -135,14 +134,14 @@ async def receive(request, folder, limits):
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
-    except UploadError:
+    except RequestError:
         raise
     except Exception as error:  # the multipart parser's own errors: a malformed body
-        raise UploadError(400, f"malformed multipart body: {error}") from None
+        raise RequestError(400, f"malformed multipart body: {error}") from None
     finally:
         parts.close()
     if not parts.saved:
-        raise UploadError(400, "no file in the request: send one or more file parts (curl -F 'file=@clip.wav')")
+        raise RequestError(400, "no file in the request: send one or more file parts (curl -F 'file=@clip.wav')")
     return parts.saved
 
 
@@ -150,20 +149,20 @@ async def _fetch_json_url(request, folder, limits):
     from starlette.concurrency import run_in_threadpool
 
     if not limits.allow_urls:
-        raise UploadError(403, "fetching URLs is off: start the server with --allow-urls, or upload the file")
+        raise RequestError(403, "fetching URLs is off: start the server with --allow-urls, or upload the file")
     try:
         body = await request.json()
     except ValueError as error:
-        raise UploadError(400, f"the JSON body cannot be read: {error}") from None
+        raise RequestError(400, f"the JSON body cannot be read: {error}") from None
     if not isinstance(body, dict) or not isinstance(body.get("url"), str) or set(body) != {"url"}:
-        raise UploadError(400, 'the JSON body must be {"url": "http(s)://..."} and nothing else')
+        raise RequestError(400, 'the JSON body must be {"url": "http(s)://..."} and nothing else')
     return await run_in_threadpool(fetch_url, body["url"], folder, limits)
 
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if urllib.parse.urlsplit(newurl).scheme not in ("http", "https"):
-            raise UploadError(400, f"{req.full_url} redirects to {newurl}: only http(s) URLs are fetched")
+            raise RequestError(400, f"{req.full_url} redirects to {newurl}: only http(s) URLs are fetched")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -171,7 +170,7 @@ def fetch_url(url, folder, limits):
     """Downloads ``url`` (http or https only) into ``folder``, at most the upload cap, within the timeout."""
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise UploadError(400, f"url {url!r}: only http:// and https:// URLs are fetched")
+        raise RequestError(400, f"url {url!r}: only http:// and https:// URLs are fetched")
     target = folder / "url" / safe_name(urllib.parse.unquote(parsed.path), fallback="download")
     target.parent.mkdir()
     opener = urllib.request.build_opener(_HttpOnlyRedirects)
@@ -181,11 +180,11 @@ def fetch_url(url, folder, limits):
             while chunk := response.read(MB):
                 received += len(chunk)
                 if received > limits.max_upload_bytes:
-                    raise UploadError(413, f"{url} is larger than {limits.max_upload_bytes / MB:g} MB "
+                    raise RequestError(413, f"{url} is larger than {limits.max_upload_bytes / MB:g} MB "
                                            "(--max-upload-mb)")
                 out.write(chunk)
     except (urllib.error.URLError, OSError, ValueError) as error:
-        raise UploadError(400, f"cannot fetch {url}: {getattr(error, 'reason', None) or error}") from None
+        raise RequestError(400, f"cannot fetch {url}: {getattr(error, 'reason', None) or error}") from None
     return target, url
 
 
@@ -216,7 +215,7 @@ def _members(archive):
 
 
 def check_archive(archive, name, limits, counted):
-    """Raises UploadError for an archive that must not be unpacked: a member with an absolute
+    """Raises RequestError for an archive that must not be unpacked: a member with an absolute
     path, ``..`` or a link, or audio members over the file-count or unpacked-size caps
     (``counted`` = [files, bytes] so far in this request, updated). A broken archive passes:
     unpacking reports it in its row."""
@@ -224,15 +223,15 @@ def check_archive(archive, name, limits, counted):
         for member, size, kind in _members(archive):
             why = _unsafe(member) or {"link": "is a link", "other": "is not a regular file"}.get(kind)
             if why:
-                raise UploadError(400, f"{name}: member {member!r} {why}; archive refused (members must be "
+                raise RequestError(400, f"{name}: member {member!r} {why}; archive refused (members must be "
                                        "regular files and folders with relative paths)")
             if kind == "file" and is_audio_file(member):
                 counted[0], counted[1] = counted[0] + 1, counted[1] + size
                 if counted[0] > limits.max_files:
-                    raise UploadError(413, f"{name}: more than {limits.max_files} audio files in one request "
+                    raise RequestError(413, f"{name}: more than {limits.max_files} audio files in one request "
                                            "(--max-files); split the archive")
                 if counted[1] > limits.max_unpacked_bytes:
-                    raise UploadError(413, f"{name}: the audio unpacks to more than "
+                    raise RequestError(413, f"{name}: the audio unpacks to more than "
                                            f"{limits.max_unpacked_bytes / MB:g} MB (--max-unpacked-mb); split it")
     except files.ARCHIVE_ERRORS:
         return
