@@ -26,7 +26,7 @@ setup(
         "absl-py",
     ],
     extras_require={"test": ["pytest", "scipy", "selenium"], "export": ["tf2onnx", "onnxruntime", "ai-edge-litert"],
-                    "serve": ["fastapi", "uvicorn", "python-multipart", "fastapi-offline"]},
+                    "serve": ["fastapi", "uvicorn[standard]", "python-multipart", "fastapi-offline"]},
     package_data={"samplecnn.serve": ["static/*"]},
     entry_points={
         "console_scripts": [
