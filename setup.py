@@ -28,7 +28,7 @@ setup(
     extras_require={
         "test": ["pytest", "scipy", "selenium"],
         "export": ["tf2onnx", "onnxruntime", "ai-edge-litert"],
-        "serve": ["fastapi", "uvicorn", "python-multipart", "fastapi-offline"],
+        "serve": ["fastapi", "uvicorn[standard]", "python-multipart", "fastapi-offline"],
         "bench": ["torch"],
     },
     package_data={"samplecnn.serve": ["static/*"]},

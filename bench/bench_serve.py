@@ -51,10 +51,10 @@ def multipart(name, data):
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def start_server(run_dir, work_dir):
+def start_server(run_dir, work_dir, flags):
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "samplecnn", "serve", str(run_dir), "--port", str(port),
-                                "--log-dir", str(work_dir / "serve-log"), "--data-dir", str(work_dir / "data")],
+                                "--log-dir", str(work_dir / "serve-log"), "--data-dir", str(work_dir / "data"), *flags],
                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "PYTHONPATH": str(REPO)})
     deadline = time.monotonic() + 300
@@ -156,6 +156,8 @@ def main():
     parser.add_argument("--work-dir", type=pathlib.Path, default=pathlib.Path("/tmp/samplecnn-bench-serve"))
     parser.add_argument("--seconds", type=float, default=60.0, help="seconds per concurrency level")
     parser.add_argument("--concurrency", default="1,4,16", help="comma-separated client counts")
+    parser.add_argument("--serve-flag", action="append", default=[],
+                        help="a flag for samplecnn serve (repeatable), e.g. --serve-flag=--batch-wait-ms=10")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
 
@@ -168,7 +170,7 @@ def main():
     tagger = Tagger.from_run(run_dir)
     tag_all(tagger, paths)  # warm-up
 
-    process, port = start_server(run_dir, args.work_dir)
+    process, port = start_server(run_dir, args.work_dir, args.serve_flag)
     try:
         load(port, bodies, max(levels), 5.0)  # warm-up: the model's batch shapes
         measured = []
@@ -192,7 +194,7 @@ def main():
         process.terminate()
         process.wait(60)
     model = tagger.config["model"]
-    results = {"machine": machine(), "loadavg": watch.loadavg, "loadavg_end": os.getloadavg(),
+    results = {"machine": machine(), "loadavg": watch.loadavg, "serve_flags": args.serve_flag, "loadavg_end": os.getloadavg(),
                "foreign_cores": watch.foreign_cores(), "seconds": args.seconds, "run_dir": str(run_dir),
                "model": f"scd {model['block']}, {model['init_features']} features, "
                         f"{tagger.model.count_params():,} parameters; {len(paths)} one-second 16-kHz WAVs",

@@ -29,8 +29,8 @@ flags.DEFINE_boolean("allow-urls", False, "Let /v1/predict and /v1/embed fetch a
 flags.DEFINE_float("url-timeout", 30, "Seconds allowed to fetch a URL.", lower_bound=0)
 flags.DEFINE_integer("max-batch", 64, "Most segments per model call, gathered from concurrent requests.",
                      lower_bound=1)
-flags.DEFINE_float("batch-wait-ms", 2, "How long the first segments wait for others to share their model call.",
-                   lower_bound=0)
+flags.DEFINE_float("batch-wait-ms", 10, "Most time a model call waits for the segments of other requests in "
+                   "progress to share it (a lone request never waits).", lower_bound=0)
 flags.DEFINE_integer("max-jobs", 1, "Trainings that run at once; later jobs are queued.", lower_bound=1)
 
 EXTRA_MODULES = ("fastapi", "uvicorn", "python_multipart", "fastapi_offline")

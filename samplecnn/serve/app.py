@@ -44,7 +44,7 @@ class Settings:
     token: Optional[str] = None
     limits: uploads.Limits = uploads.Limits()
     max_batch: int = 64
-    batch_wait: float = 0.002
+    batch_wait: float = 0.01
     max_jobs: int = 1
 
 
@@ -143,16 +143,18 @@ def create_app(settings):
         Files are decoded in the request's own thread, one after another: requests run in
         parallel threads already, and more threads per request only contend for the cores."""
         results = []
-        for path in found.files:
-            name = found.name(path)
-            try:
-                predictions = (tagger.embed(path, layer, window, hop) if layer else tagger.timeline(path, window, hop))
-            except (AudioDecodeError, OSError, ValueError) as error:  # what Tagger.run_files reports per file
-                results.append((name, inference.FileResult(name, error=str(error))))
-                continue
-            for prediction in predictions:
-                prediction.path = name
-            results.append((name, inference.FileResult(name, predictions)))
+        with tagger.traffic.request():
+            for path in found.files:
+                name = found.name(path)
+                try:
+                    predictions = (tagger.embed(path, layer, window, hop) if layer else
+                                   tagger.timeline(path, window, hop))
+                except (AudioDecodeError, OSError, ValueError) as error:  # what Tagger.run_files reports per file
+                    results.append((name, inference.FileResult(name, error=str(error))))
+                    continue
+                for prediction in predictions:
+                    prediction.path = name
+                results.append((name, inference.FileResult(name, predictions)))
         return results, found.failures
 
     @api.post("/predict", response_model=schemas.PredictResponse, openapi_extra=UPLOAD_BODY,
