@@ -67,6 +67,14 @@ def test_predict_and_evaluate_take_a_probe_run(probes, pairs, tmp_path):  # noqa
     assert json.loads((tmp_path / "e.json").read_text())["accuracy"] == pytest.approx(record["test"]["accuracy"])
 
 
+def test_a_probe_run_gets_a_report_without_training_curves(probes):
+    run_dir, _ = probes["logreg"]
+    result = run_samplecnn("report", run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads((run_dir / "report" / "figures.json").read_text())
+    assert {"model", "confusion"} <= set(figures) and "curves" not in figures
+
+
 def test_a_missing_layer_is_one_line_listing_the_layers_and_makes_no_run(trained, pairs, tmp_path):  # noqa: F811
     result = run_samplecnn("probe", trained[0], "--dataset", "pairs", "--data-dir", pairs, "--log-dir",
                            tmp_path / "logs", "--layer", "nope")
