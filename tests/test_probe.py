@@ -2,6 +2,7 @@
 import json
 
 import keras
+import numpy as np
 import pytest
 
 from samplecnn import inference, pipeline, probe, training
@@ -82,3 +83,26 @@ def test_a_missing_layer_is_one_line_listing_the_layers_and_makes_no_run(trained
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: the model has no layer 'nope'; its layers are: audio, conv0_conv")
     assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize("classifier, task, num_classes", [("logreg", "multilabel", 3), ("mlp", "multilabel", 3),
+                                                           ("logreg", "multiclass", 4), ("mlp", "multiclass", 2)])
+def test_the_keras_head_gives_the_probabilities_of_the_fitted_probe(classifier, task, num_classes):
+    from samplecnn.models import ModelConfig, build_samplecnn
+
+    model = build_samplecnn(ModelConfig(num_blocks=3, init_features=4, num_classes=2, activation="softmax"))
+    features = keras.Model(model.input, model.get_layer("embedding").output)
+    rng = np.random.default_rng(0)
+    audio = rng.normal(size=(60, 81, 1)).astype("float32")
+    x = np.asarray(features.predict_on_batch(audio))
+    if task == "multilabel":
+        labels = (rng.random((60, num_classes)) < 0.5).astype(float)
+    else:
+        labels = np.eye(num_classes)[np.arange(60) % num_classes]
+    arrays = {"train_x": x[:40], "train_y": labels[:40], "val_x": x[40:], "val_y": labels[40:]}
+    kind = probe._PROBES[classifier]
+    fitted, _, _ = probe.fit_probe(kind, arrays, task)
+    head = probe.keras_head(model, "embedding", kind, fitted, num_classes,
+                            "sigmoid" if task == "multilabel" else "softmax")
+    np.testing.assert_allclose(np.asarray(head.predict_on_batch(audio)), probe.probabilities(fitted, x, num_classes),
+                               atol=1e-4)
