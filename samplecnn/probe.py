@@ -77,7 +77,7 @@ def _logistic_dense(fitted):
 
 
 def _mlp(value, multilabel):
-    return MLPClassifier(hidden_layer_sizes=(256,), alpha=value, max_iter=500, random_state=0)
+    return MLPClassifier(hidden_layer_sizes=(256,), alpha=value, max_iter=500, early_stopping=True, random_state=0)
 
 
 def _mlp_dense(fitted):
@@ -191,6 +191,18 @@ def keras_head(model, layer, kind, fitted, num_classes, activation):
     return keras.Model(model.input, outputs, name=f"{model.name}_probe")
 
 
+def did_not_learn(fitted, arrays, spec):
+    """A warning when a single-label probe's validation accuracy is within noise of chance
+    (as training.did_not_learn judges a run), else None."""
+    val_guesses = probabilities(fitted, arrays["val_x"], spec.num_classes).argmax(axis=1)
+    val_accuracy = float(np.mean(val_guesses == arrays["val_y"].argmax(axis=1)))
+    if not training.did_not_learn([{"val_accuracy": val_accuracy}], spec, len(arrays["val_y"])):
+        return None
+    return (f"the probe did not learn: its validation accuracy {val_accuracy:.3f} is within noise of chance for "
+            f"{spec.num_classes} classes and {len(arrays['val_y'])} validation segments; try another --layer or "
+            "--classifier, or more clips per class")
+
+
 def check_classes(manifest):
     """Every class needs train segments with it (and, multi-label, without it) to be fitted."""
     counts, segments = balance.count_labels(manifest), manifest["splits"]["train"]["segments"]
@@ -232,9 +244,7 @@ def probe(run_path, dataset, data_dir="./data", log_dir="./log", layer=EMBEDDING
     clip_scores /= np.bincount(arrays["test_clip"], minlength=len(clip_scores))[:, None]
     results = metrics.evaluate_scores(arrays["test_y"], clip_scores, spec.classes, spec.task, spec.threshold)
     head = keras_head(model, layer, kind, fitted, spec.num_classes, spec.activation)
-    val_guesses = probabilities(fitted, arrays["val_x"], spec.num_classes).argmax(axis=1)
-    val_accuracy = float(np.mean(val_guesses == arrays["val_y"].argmax(axis=1)))  # judged for single-label sets only
-    warning = training.did_not_learn([{"val_accuracy": val_accuracy}], spec, len(arrays["val_y"]))
+    warning = did_not_learn(fitted, arrays, spec)
     if warning:
         log.warning(warning)
     run = training.Run(training.make_run_dir(log_dir, f"{datetime.datetime.now():%Y%m%d_%H%M%S}-{dataset}-"

@@ -15,7 +15,8 @@ flags.DEFINE_string("log-dir", "./log", "Where to write the probe's run director
 flags.DEFINE_string("layer", "embedding", "Layer whose output (averaged over time for convolutional layers) is the "
                     "embedding.")
 flags.DEFINE_string("classifier", "logreg", "logreg (StandardScaler + LogisticRegression, one-vs-rest when "
-                    "multi-label; C chosen on val) or mlp (one hidden layer of 256; alpha chosen on val).")
+                    "multi-label; C chosen on val) or mlp (one hidden layer of 256, early stopping on a tenth of the train "
+                    "segments; alpha chosen on val).")
 flags.DEFINE_string("cache-dir", None, "Where embeddings are cached (default: DATA_DIR/<dataset>/embeddings).")
 flags.DEFINE_multi_string("import", [], IMPORT_HELP)
 
