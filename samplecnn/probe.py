@@ -114,12 +114,14 @@ def compute_embeddings(model, layer, manifest, batch_size=64):
             xs.append(np.asarray(features.predict_on_batch(audio)))
             ys.append(labels.numpy())
         arrays[f"{split}_x"], arrays[f"{split}_y"] = np.concatenate(xs), np.concatenate(ys)
-    xs, ys, clips = [], [], []
+    xs, ys, clips, first = [], [], [], 0
     for audio, labels, _ in pipeline.clip_dataset(manifest).batch(8):
         count, segments = audio.shape[0], audio.shape[1]
-        xs.append(np.asarray(features.predict_on_batch(np.reshape(audio.numpy(), (count * segments, *audio.shape[2:])))))
+        flat = np.reshape(audio.numpy(), (count * segments, *audio.shape[2:]))
+        xs.append(np.asarray(features.predict_on_batch(flat)))
         ys.append(labels.numpy())
-        clips.append(np.repeat(np.arange(count) + sum(len(y) for y in ys[:-1]), segments))
+        clips.append(np.repeat(np.arange(first, first + count), segments))
+        first += count
     arrays.update(test_x=np.concatenate(xs), test_y=np.concatenate(ys), test_clip=np.concatenate(clips))
     return arrays
 

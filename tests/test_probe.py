@@ -7,11 +7,10 @@ import pytest
 
 from samplecnn import inference, pipeline, probe, training
 from scripts import run_samplecnn, run_script
-from test_transfer import pairs  # noqa: F401  (a fixture: a folder data set with other classes than the tones)
 
 
 @pytest.fixture(scope="module")
-def probes(trained, pairs, tmp_path_factory):  # noqa: F811
+def probes(trained, pairs, tmp_path_factory):
     """{classifier: (probe run directory, probe.json)}: logreg computes the embeddings, mlp
     runs while any model call fails, so it can only have used the cache."""
     logs, cache = tmp_path_factory.mktemp("probes"), tmp_path_factory.mktemp("cache")
@@ -45,7 +44,7 @@ def test_second_probe_used_the_cached_embeddings(probes):
 
 
 @pytest.mark.parametrize("classifier", ["logreg", "mlp"])
-def test_the_probe_as_a_keras_model_scores_what_the_probe_scored(probes, pairs, classifier):  # noqa: F811
+def test_the_probe_as_a_keras_model_scores_what_the_probe_scored(probes, pairs, classifier):
     run_dir, record = probes[classifier]
     model, config = inference.load_trained(run_dir)
     manifest = pipeline.load_manifest(pipeline.dataset_dir(pairs, "pairs"))
@@ -57,7 +56,7 @@ def test_the_probe_as_a_keras_model_scores_what_the_probe_scored(probes, pairs, 
     assert len(config_record["validation_loss"]) == len(probe._PROBES[classifier].grid)
 
 
-def test_predict_and_evaluate_take_a_probe_run(probes, pairs, tmp_path):  # noqa: F811
+def test_predict_and_evaluate_take_a_probe_run(probes, pairs, tmp_path):
     run_dir, record = probes["logreg"]
     clip = next((pairs / "raw" / "low").iterdir())
     result = run_script("predict.py", run_dir, clip, "--output", tmp_path / "p.json")
@@ -77,7 +76,7 @@ def test_a_probe_run_gets_a_report_without_training_curves(probes):
     assert {"model", "confusion"} <= set(figures) and "curves" not in figures
 
 
-def test_a_missing_layer_is_one_line_listing_the_layers_and_makes_no_run(trained, pairs, tmp_path):  # noqa: F811
+def test_a_missing_layer_is_one_line_listing_the_layers_and_makes_no_run(trained, pairs, tmp_path):
     result = run_samplecnn("probe", trained[0], "--dataset", "pairs", "--data-dir", pairs, "--log-dir",
                            tmp_path / "logs", "--layer", "nope")
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -17,18 +17,6 @@ from test_training import read_csv, train_until
 TINY_SCHEDULE = ["--num-stages", "1", "--max-epochs", "1"]
 
 
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory):
-    """A folder data set with other classes than the tones (2 pitches, 24 clips each), in the tones' format."""
-    data = tmp_path_factory.mktemp("pairs")
-    rawdata.make_tones(data / "raw" / "all", classes=2, per_class=24)
-    for c, name in enumerate(("low", "high")):
-        shutil.move(data / "raw" / "all" / f"class{c}", data / "raw" / name)
-    build.build_dataset("folder", data_dir=data, raw_dir=data / "raw", name="pairs", workers=1, val_fraction=0.25,
-                        test_fraction=0.25)
-    return data
-
-
 def fine_tune(pairs, logs, *args):
     return run_script("train.py", "pairs", "--data-dir", pairs, "--log-dir", logs, "--init-from", *args,
                       "--block", "rese2", *SMALL_MODEL, cwd=pairs)

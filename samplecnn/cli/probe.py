@@ -9,14 +9,14 @@ from absl import flags
 
 from samplecnn.cli import IMPORT_HELP, UsageError, flag, import_modules, run
 
-flags.DEFINE_string("dataset", None, "Built data set to fit and score the probe on (its train, val and test splits).")
+flags.DEFINE_string("dataset", None, "Built data set to fit and score the probe on (train, val and test splits).")
 flags.DEFINE_string("data-dir", "./data", "Data root holding DATA_DIR/<dataset>/tfrecord.")
 flags.DEFINE_string("log-dir", "./log", "Where to write the probe's run directory.")
 flags.DEFINE_string("layer", "embedding", "Layer whose output (averaged over time for convolutional layers) is the "
                     "embedding.")
 flags.DEFINE_string("classifier", "logreg", "logreg (StandardScaler + LogisticRegression, one-vs-rest when "
-                    "multi-label; C chosen on val) or mlp (one hidden layer of 256, early stopping on a tenth of the train "
-                    "segments; alpha chosen on val).")
+                    "multi-label; C chosen on val) or mlp (one hidden layer of 256, early stopping on a tenth of the "
+                    "train segments; alpha chosen on val).")
 flags.DEFINE_string("cache-dir", None, "Where embeddings are cached (default: DATA_DIR/<dataset>/embeddings).")
 flags.DEFINE_multi_string("import", [], IMPORT_HELP)
 
