@@ -194,3 +194,13 @@ def test_weighted_cross_entropy_weighs_classes_and_equals_keras_with_unit_weight
 def test_balanced_weights_follow_inverse_frequency_and_positive_ratio():
     assert balance.balanced_weights([10, 30, 0], 40, "multiclass") == pytest.approx([40 / 30, 40 / 90, 1.0])
     assert balance.balanced_weights([10, 30, 0], 40, "multilabel") == pytest.approx([3.0, 1 / 3, 1.0])
+
+
+@pytest.mark.parametrize("field, value, expected", [("backbone_lr_scale", 0.0, "--backbone-lr-scale must be in (0, 1]"),
+                                                    ("backbone_lr_scale", 1.5, "--backbone-lr-scale must be in (0, 1]"),
+                                                    ("class_weight", "inverse", "--class-weight must be one of none, "
+                                                                                "balanced")])
+def test_backbone_lr_scale_and_class_weight_outside_their_values_are_refused(field, value, expected):
+    with pytest.raises(ValueError) as error:
+        training.TrainConfig(dataset="x", init_from="run", **{field: value})
+    assert str(error.value) == f"{expected}, got {value!r}"
