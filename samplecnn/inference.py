@@ -78,6 +78,19 @@ def model_config(path):
     return export_config(path) if backends.is_export(path) else load_config(path)[1]
 
 
+def embedding_output(model, layer):
+    """The output tensor of ``model``'s layer ``layer`` as one vector per segment (a
+    convolutional layer's output averaged over time); ValueError listing the layers if absent."""
+    try:
+        output = model.get_layer(layer).output
+    except ValueError:
+        names = ", ".join(item.name for item in model.layers)
+        raise ValueError(f"the model has no layer {layer!r}; its layers are: {names}") from None
+    if len(output.shape) == 3:
+        output = keras.layers.GlobalAveragePooling1D(name=f"{layer}_time_mean")(output)
+    return output
+
+
 def window_samples(window, hop, sample_rate):
     """(window, hop) in samples at ``sample_rate`` (hop defaults to the window); ValueError
     unless both are finite and at least one sample long."""
@@ -434,14 +447,8 @@ class Tagger:
             raise ValueError(f"an exported model carries only the {EMBEDDING_LAYER!r} layer, not {layer!r}; "
                              "use the run directory for other layers")
         if layer not in self._feature_models:
-            try:
-                output = self.model.get_layer(layer).output
-            except ValueError:
-                names = ", ".join(item.name for item in self.model.layers)
-                raise ValueError(f"the model has no layer {layer!r}; its layers are: {names}") from None
-            if len(output.shape) == 3:
-                output = keras.layers.GlobalAveragePooling1D(name=f"{layer}_time_mean")(output)
-            self._feature_models[layer] = keras.Model(self.model.input, [self.model.output, output])
+            self._feature_models[layer] = keras.Model(self.model.input,
+                                                      [self.model.output, embedding_output(self.model, layer)])
         return self._feature_models[layer]
 
     def top(self, scores, k=5):

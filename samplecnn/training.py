@@ -30,7 +30,7 @@ import time
 import keras
 import tensorflow as tf
 
-from samplecnn import distributed, metrics, pipeline, precision
+from samplecnn import balance, distributed, metrics, pipeline, precision, transfer
 from samplecnn.datasets import MULTILABEL
 from samplecnn.models import ModelConfig, block_module, build_samplecnn, import_module
 from samplecnn.recipes import DEFAULT_RECIPE, get_recipe, list_recipes
@@ -86,6 +86,10 @@ class TrainConfig:
     mixed_precision: bool = False
     tensorboard_images: bool = False
     recipe: str = DEFAULT_RECIPE
+    init_from: str | None = None
+    freeze_backbone: bool = False
+    backbone_lr_scale: float = 1.0
+    class_weight: str = "none"
     fold: int | None = None
     """The fold tested on, for a fold set (samplecnn.crossval); None for a set with splits."""
 
@@ -131,6 +135,8 @@ VALUE_RULES = {
     "init_features": (_number(1, integer=True), "a whole number >= 1"),
     "strategy": (lambda value: value in STRATEGIES, f"one of {', '.join(STRATEGIES)}"),
     "recipe": (lambda value: value in list_recipes(), f"one of {', '.join(list_recipes())}"),
+    "backbone_lr_scale": (_number(0, 1, low_open=True, high_open=False), "in (0, 1]"),
+    "class_weight": (lambda value: value in balance.CLASS_WEIGHTS, f"one of {', '.join(balance.CLASS_WEIGHTS)}"),
 }
 """What no sane run uses is refused before anything is created: (accepts(value), what is expected)."""
 
@@ -145,6 +151,17 @@ def check_values(config):
     if config.tensorboard_images and config.strategy == "multi_worker":
         raise ValueError("--tensorboard-images is not available with --strategy multi_worker (validation data is "
                          "spread over the workers); leave one of them out")
+    check_fine_tuning(config)
+
+
+def check_fine_tuning(config):
+    """The backbone options need a source to fine-tune, and exclude each other."""
+    if config.init_from is None and (config.freeze_backbone or config.backbone_lr_scale != 1):
+        raise ValueError("--freeze-backbone and --backbone-lr-scale act on weights loaded from a trained run; "
+                         "add --init-from RUN_DIR_OR_CHECKPOINT")
+    if config.freeze_backbone and config.backbone_lr_scale != 1:
+        raise ValueError("--freeze-backbone trains no backbone weights, so --backbone-lr-scale has nothing to scale; "
+                         "leave one of them out")
 
 
 class TrainingDiverged(Exception):
@@ -269,13 +286,17 @@ def run_precision(run, config, model_config, spec):
     precision.set_policy(stored["precision"]["policy"])
 
 
-def compile_model(model, config, stage, task):
+def compile_model(model, config, stage, task, class_weights=None):
+    """Compiles for stage ``stage``; ``class_weights`` is config.json's record of them (balance)."""
     schedule = keras.optimizers.schedules.InverseTimeDecay(stage_lr(config, stage), decay_steps=1,
                                                            decay_rate=STEP_DECAY)
     optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=True)
+    if config.backbone_lr_scale != 1:
+        optimizer = transfer.scale_backbone_lr(optimizer, model, config.backbone_lr_scale)
     multilabel = task == MULTILABEL
     model.compile(optimizer=optimizer,
-                  loss="binary_crossentropy" if multilabel else "categorical_crossentropy",
+                  loss=balance.weighted_loss(class_weights, task) or (
+                      "binary_crossentropy" if multilabel else "categorical_crossentropy"),
                   metrics=["binary_accuracy" if multilabel else "categorical_accuracy"])
 
 
@@ -425,6 +446,8 @@ def new_run(config, directory=None):
     manifest = pipeline.training_manifest(pipeline.dataset_dir(config.data_dir, config.dataset), config.fold)
     spec = pipeline.spec_of(manifest)
     model_config = model_config_for(config, spec)
+    start = transfer.prepare(config.init_from, spec, model_config) if config.init_from else None
+    class_weights = balance.class_weight_record(config.class_weight, manifest)
     if directory is None:
         run = Run(make_run_dir(config.log_dir, run_name(config, model_config)))
     else:
@@ -441,8 +464,12 @@ def new_run(config, directory=None):
         "sample_dtype": manifest["sample_dtype"],
         "data": str(pathlib.Path(manifest["dir"]).resolve()),
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "init_from": start.record if start else None,
+        "class_weights": class_weights,
     }
     with run.removed_if_failed_unstarted():
+        if start:
+            start.save(run.dir)
         write_text_atomic(run.path(CONFIG), json.dumps(values, indent=1))
     return run
 
@@ -530,7 +557,11 @@ def _train_stages(run, verbose):
                 model = build_samplecnn(model_config)
                 if run.path(BEST).exists():
                     model.set_weights(keras.models.load_model(run.path(BEST), compile=False).get_weights())
-                compile_model(model, config, state.stage, spec.task)
+                else:
+                    transfer.initialize(model, run.dir)  # a fine-tuned run's first epoch
+                if config.freeze_backbone:
+                    transfer.freeze_backbone(model)
+                compile_model(model, config, state.stage, spec.task, stored.get("class_weights"))
         monitor = StageMonitor(run, state, config)
         remaining = config.max_epochs - state.stage_epochs
         if remaining > 0 and not patience_exhausted(state, config):

@@ -60,3 +60,20 @@ def chirps(tmp_path_factory):
     index = dataclasses.replace(index, spec=dataclasses.replace(index.spec, clips_per_shard=8))
     build.build_from_index(index, pipeline.dataset_dir(data, "chirps"), "chirps", workers=1)
     return data
+
+
+@pytest.fixture(scope="session")
+def pairs(tmp_path_factory):
+    """A folder data set with other classes than the tones (2 pitches, 24 clips each), in the tones' format."""
+    import shutil
+
+    import rawdata
+    from samplecnn import build
+
+    data = tmp_path_factory.mktemp("pairs")
+    rawdata.make_tones(data / "raw" / "all", classes=2, per_class=24)
+    for c, name in enumerate(("low", "high")):
+        shutil.move(data / "raw" / "all" / f"class{c}", data / "raw" / name)
+    build.build_dataset("folder", data_dir=data, raw_dir=data / "raw", name="pairs", workers=1, val_fraction=0.25,
+                        test_fraction=0.25)
+    return data

@@ -23,7 +23,7 @@ def test_help_lists_the_commands_own_flags(command, script, own_flag):
 
 
 @pytest.mark.parametrize("command, own_flag", [("report", "--analysis"), ("export", "--calibration"),
-                                               ("stream", "--hop")])
+                                               ("stream", "--hop"), ("probe", "--classifier")])
 def test_help_of_the_commands_beyond_the_original_scripts(command, own_flag):
     result = samplecnn(command, "-h")
     assert result.returncode == 0 and own_flag in result.stdout and "--flagfile" not in result.stdout

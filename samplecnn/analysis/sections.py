@@ -69,8 +69,10 @@ class RunData:
         self.spec = self.config["spec"]
         self.classes = list(self.config["classes"])
         self.multilabel = self.spec["task"] == MULTILABEL
-        with open(self.dir / CSV_LOG, newline="") as f:
-            self.rows = list(csv.DictReader(f))
+        self.rows = []  # a probe's run trains no epochs and has no log.csv
+        if (self.dir / CSV_LOG).is_file():
+            with open(self.dir / CSV_LOG, newline="") as f:
+                self.rows = list(csv.DictReader(f))
         results = self.dir / RESULTS
         self.results = json.loads(results.read_text()) if results.is_file() else None
         self.batch_clips = batch_clips

@@ -28,7 +28,7 @@ def register_command(name, module):
     _COMMANDS[name] = module
 
 
-for _name in ("build", "train", "evaluate", "predict", "report", "export", "stream", "serve"):
+for _name in ("build", "train", "evaluate", "predict", "report", "export", "stream", "serve", "probe"):
     register_command(_name, f"samplecnn.cli.{_name}")
 
 

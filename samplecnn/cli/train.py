@@ -4,6 +4,7 @@
   python train.py --resume log/20190424_213449-scd-se
   python train.py NAME --cv | --fold K          (a fold set: every fold, or fold K)
   python train.py --resume log/20190424_213449-NAME-se-cv
+  python train.py MY_SET --init-from log/20190424_213449-scd-se [--freeze-backbone | --backbone-lr-scale 0.1]
 """
 from absl import flags
 
@@ -53,12 +54,21 @@ flags.DEFINE_boolean("cv", False, "Cross-validate on a fold set: one run per fol
 flags.DEFINE_integer("fold", None, "Like --cv, for fold K only (0 to folds-1).")
 flags.DEFINE_string("recipe", DEFAULT_RECIPE, "Recipe (samplecnn or 2019, see the README): initializers, stages, "
                     "shuffling, scores in the checkpoint name, weight-decay targets.")
+flags.DEFINE_string("init-from", None, "Fine-tune: start from the layers of this run directory (its final checkpoint, "
+                    "else its best.h5) or checkpoint whose names and weight shapes match; the rest starts fresh.")
+flags.DEFINE_boolean("freeze-backbone", False, "With --init-from: train only the head (head_dense, head_bn, logits); "
+                     "the frozen layers' BatchNorm stays in inference mode.")
+flags.DEFINE_float("backbone-lr-scale", 1.0, "With --init-from: train the backbone at this fraction of the head's "
+                   "learning rate.")
+flags.DEFINE_enum("class-weight", "none", ["none", "balanced"], "balanced: weigh the loss by inverse class frequency "
+                  "in the train split (single-label) or by each class's negatives/positives (multi-label).")
 flags.DEFINE_multi_string("import", [], IMPORT_HELP)
 
 OPTIONS = ("data-dir", "log-dir", "block", "amplifying-ratio", "multi", "batch-size", "momentum", "lr", "lr-decay",
            "dropout", "weight-decay", "num-stages", "patience", "num-readers", "max-epochs", "init-features", "seed",
            "validation-steps", "min-steps",
-           "strategy", "mixed-precision", "tensorboard-images", "recipe")
+           "strategy", "mixed-precision", "tensorboard-images", "recipe", "init-from", "freeze-backbone",
+           "backbone-lr-scale", "class-weight")
 
 
 def main(argv):
@@ -67,6 +77,7 @@ def main(argv):
     from samplecnn import crossval, training
     from samplecnn.models import PluginError, list_blocks
     from samplecnn.pipeline import DataError
+    from samplecnn.transfer import TransferError
 
     logging.getLogger("samplecnn").setLevel(logging.INFO)
     import_modules()
@@ -101,7 +112,8 @@ def main(argv):
                 except ValueError as error:
                     raise UsageError(str(error)) from None
             run_dir, results = training.train(config)
-    except (DataError, FileNotFoundError, PluginError, training.TrainingDiverged, training.RunDirectoryError) as error:
+    except (DataError, FileNotFoundError, PluginError, training.TrainingDiverged, training.RunDirectoryError,
+            TransferError) as error:
         raise UsageError(str(error)) from None
     if run_dir is None:
         print("worker finished; the chief worker wrote the run directory")

@@ -3,6 +3,7 @@ from samplecnn.models.blocks import PluginError, block_module, get_block, import
 from samplecnn.models.initializers import FanInUniform, SquaredFanInUniform
 from samplecnn.models.samplecnn import (
     EMBEDDING_LAYER,
+    HEAD_LAYERS,
     ModelConfig,
     block_filters,
     build_samplecnn,
@@ -10,6 +11,7 @@ from samplecnn.models.samplecnn import (
 
 __all__ = [
     "EMBEDDING_LAYER",
+    "HEAD_LAYERS",
     "FanInUniform",
     "ModelConfig",
     "PluginError",

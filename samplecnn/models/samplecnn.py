@@ -14,6 +14,9 @@ MULTI_LEVEL_BLOCKS = 3
 EMBEDDING_LAYER = "embedding"
 """Name of the head's hidden layer output (after ReLU): the default embedding."""
 
+HEAD_LAYERS = ("head_dense", "head_bn", "logits")
+"""The classifier head's layers with weights; every other layer with weights is the backbone."""
+
 
 @dataclasses.dataclass
 class ModelConfig:
