@@ -294,7 +294,7 @@ def start(config, workload, args):
 
 def measure(workload, configs, args):
     """{config name: [rates]}, the processes stepped in turn, one round at a time."""
-    from bench_train import rotated
+    from bench_train import step_children
 
     children, sizes = {}, {}
     for config in configs:
@@ -304,17 +304,7 @@ def measure(workload, configs, args):
     for name, weights in sizes.items():
         if weights != reference:
             sys.exit(f"{name} has other weights than {BASELINE}: {sum(weights)} vs {sum(reference)} values")
-    rates = {name: [] for name in children}
-    for round_ in range(args.rounds):
-        for name, child in rotated(children.items(), round_):
-            child.stdin.write("run\n")
-            child.stdin.flush()
-            rates[name].append(json.loads(child.stdout.readline())["rate"])
-            log(f"  round {round_ + 1} {name:22} {rates[name][-1]:7.2f} segments/s")
-    for child in children.values():
-        child.stdin.close()
-        child.wait()
-    return rates, sum(reference)
+    return step_children(children, args.rounds), sum(reference)
 
 
 def cpu_description():

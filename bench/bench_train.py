@@ -289,13 +289,19 @@ def measure_variants(args):
         if not child.stdout.readline():  # ready: built and warmed up
             sys.exit(f"variant {name} failed (its error is above)")
         children[name] = child
-    rates = {name: [] for name in VARIANTS}
-    for round_ in range(args.runs):
+    return step_children(children, args.runs)
+
+
+def step_children(children, rounds):
+    """{name: [rates]}: asks every child process for one rate per round, in a rotated order,
+    then closes them. A child answers each line on its stdin with ``{"rate": ...}``."""
+    rates = {name: [] for name in children}
+    for round_ in range(rounds):
         for name, child in rotated(children.items(), round_):
             child.stdin.write("run\n")
             child.stdin.flush()
             rates[name].append(json.loads(child.stdout.readline())["rate"])
-            log(f"  {name:16} {rates[name][-1]:7.2f} segments/s")
+            log(f"  round {round_ + 1} {name:22} {rates[name][-1]:7.2f} segments/s")
     for child in children.values():
         child.stdin.close()
         child.wait()

@@ -32,7 +32,7 @@ from sklearn.preprocessing import StandardScaler
 from samplecnn import balance, inference, metrics, pipeline, training, transfer
 from samplecnn.datasets import MULTILABEL
 from samplecnn.models import EMBEDDING_LAYER
-from samplecnn.records import write_text_atomic
+from samplecnn.records import file_sha256, write_text_atomic
 
 log = logging.getLogger("samplecnn")
 
@@ -233,7 +233,7 @@ def probe(run_path, dataset, data_dir="./data", log_dir="./log", layer=EMBEDDING
     model, _ = inference.load_trained(checkpoint)
     inference.embedding_output(model, layer)  # a missing layer is an error before any work
     check_classes(manifest)
-    checkpoint_sha256 = transfer.sha256(checkpoint)
+    checkpoint_sha256 = file_sha256(checkpoint)
     cache_dir = pipeline.dataset_dir(data_dir, dataset).parent / "embeddings" if cache_dir is None else cache_dir
     standardized = training.with_run_statistics(manifest, run_config)
     arrays, cached = cached_embeddings(cache_path(cache_dir, checkpoint_sha256, layer, manifest),

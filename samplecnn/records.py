@@ -9,6 +9,7 @@ Train and val: one Example per segment with features ``audio`` (PCM bytes), ``la
 (multi-hot uint8 bytes) and ``clip_id``. Test: one SequenceExample per clip with context
 ``label`` and ``clip_id`` and a feature list ``audio`` holding every segment.
 """
+import hashlib
 import os
 import pathlib
 import struct
@@ -155,6 +156,15 @@ class AtomicWriter:
         else:
             self.tmp_path.unlink(missing_ok=True)
         return False
+
+
+def file_sha256(path):
+    """The hex SHA-256 of a file, read in 1 MiB blocks (checkpoints can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_text_atomic(path, text):

@@ -8,13 +8,13 @@ evaluates and predicts like any other without its source. The backbone (every la
 before the head) can be frozen, or trained at a fraction of the head's learning rate.
 """
 import dataclasses
-import hashlib
 import logging
 import pathlib
 
 import keras
 
 from samplecnn.models import HEAD_LAYERS, build_samplecnn
+from samplecnn.records import file_sha256
 
 log = logging.getLogger("samplecnn")
 
@@ -27,14 +27,6 @@ ARCHITECTURE_OPTIONS = ("block", "init_features", "multi", "amplifying_ratio")
 
 class TransferError(ValueError):
     """The source of --init-from cannot start this run."""
-
-
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def backbone_layers(model):
@@ -114,7 +106,7 @@ def prepare(init_from, spec, model_config):
         raise TransferError(f"no backbone layer of --init-from {init_from} matches this model by name and weight "
                             "shapes: nothing would be fine-tuned")
     record = {"source": str(checkpoint.parent.resolve()), "checkpoint": str(checkpoint.resolve()),
-              "sha256": sha256(checkpoint), "loaded": loaded, "skipped": skipped}
+              "sha256": file_sha256(checkpoint), "loaded": loaded, "skipped": skipped}
     log.info("fine-tuning from %s (sha256 %s): loaded %d layers, skipped %d: %s", checkpoint, record["sha256"][:12],
              len(loaded), len(skipped), ", ".join(f"{name} ({why})" for name, why in skipped.items()) or "none")
     return Start(model, record)

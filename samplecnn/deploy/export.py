@@ -9,7 +9,6 @@ generated audio when the data set is gone) beside the Keras model, and the agree
 recorded in export.json; a float format that disagrees fails the export.
 """
 import dataclasses
-import hashlib
 import json
 import pathlib
 import shutil
@@ -20,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from samplecnn.deploy import backends
-from samplecnn.records import write_text_atomic
+from samplecnn.records import file_sha256, write_text_atomic
 
 EXPORT_JSON, LABELS = "export.json", "labels.txt"
 FLOAT_TOLERANCE = 1e-5
@@ -161,14 +160,6 @@ def write_onnx(context, path):
                                   output_path=str(path))
 
 
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _test_audio(manifest, std, mean, limit):
     """(raw PCM clips (clips, segments, samples), multi-hot labels) of the test split."""
     from samplecnn import pipeline
@@ -255,7 +246,7 @@ def export_run(run, formats=None, out_dir=None, calibration=200, progress=print)
               "segment_samples": spec["segment_samples"], "task": spec["task"], "threshold": spec["threshold"],
               "input": "float32 mono PCM in [-1, 1]: (batch, segment_samples) or one clip (samples,)",
               "source_run": str(checkpoint.parent.resolve()), "checkpoint": checkpoint.name,
-              "checkpoint_sha256": sha256(checkpoint), "parity_data": source, "formats": {}}
+              "checkpoint_sha256": file_sha256(checkpoint), "parity_data": source, "formats": {}}
     with tempfile.TemporaryDirectory(prefix="samplecnn-export-") as scratch:
         saved = pathlib.Path(scratch) / "saved_model"
         serving.save(saved)
