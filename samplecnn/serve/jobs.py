@@ -27,7 +27,10 @@ QUEUED, RUNNING, FINISHED, FAILED, CANCELLED = "queued", "running", "finished", 
 ENDED = (FINISHED, FAILED, CANCELLED)
 SERVER_OPTIONS = ("data_dir", "log_dir")
 """TrainConfig fields the server sets (its --data-dir and --log-dir), not the client."""
-FIELDS = {f.name: f for f in dataclasses.fields(training.TrainConfig) if f.name not in SERVER_OPTIONS}
+NOT_A_JOB = ("fold",)
+"""TrainConfig fields a job cannot take: a fold run belongs to a cross-validation (train.py --cv),
+a parent of runs, while a job is one run."""
+FIELDS = {f.name: f for f in dataclasses.fields(training.TrainConfig) if f.name not in SERVER_OPTIONS + NOT_A_JOB}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 

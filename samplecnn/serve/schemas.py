@@ -76,15 +76,23 @@ JOB_FIELD_HELP = {
     "dropout": "Dropout rate, in [0, 1).",
     "weight_decay": "L2 weight decay on kernels (>= 0).",
     "num_stages": "Number of stages (>= 1).",
-    "patience": "Epochs in a row without a lower validation loss that end a stage (>= 0).",
+    "patience": "Validations in a row without a lower validation loss that end a stage (>= 0).",
     "num_readers": "Parallel TFRecord readers (>= 1).",
-    "max_epochs": "Most epochs per stage (>= 1).",
+    "max_epochs": "Most validations (epochs, or validation periods on small sets) per stage (>= 1).",
+    "validation_steps": "Validate every epoch, or every this many optimizer steps if an epoch is shorter (>= 0; "
+                        "null: the recipe's).",
+    "min_steps": "Optimizer steps before patience can end the first stage (>= 0; null: the recipe's).",
     "init_features": "Channels of the first convolution (>= 1).",
     "seed": "Random seed.",
     "strategy": "tf.distribute strategy: default or mirrored (multi_worker runs are started with train.py).",
-    "mixed_precision": "bfloat16 compute on CPU, float16 on GPU.",
+    "mixed_precision": "Compute in bfloat16 or float16 where a probe (CPU) or the compute capability (GPU) "
+                       "finds it faster.",
     "tensorboard_images": "Draw validation images into TensorBoard after every epoch.",
     "recipe": "Recipe: samplecnn or 2019 (see the README).",
+    "init_from": "Fine-tune from this run directory or checkpoint on the server (null: random weights).",
+    "freeze_backbone": "With init_from: train only the head.",
+    "backbone_lr_scale": "With init_from: the backbone's learning rate relative to the head's, in (0, 1].",
+    "class_weight": "none, or balanced: weigh the loss by inverse class frequency.",
 }
 """What each TrainConfig field means; the fields and defaults themselves come from TrainConfig."""
 

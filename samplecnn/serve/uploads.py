@@ -120,7 +120,9 @@ async def receive(request, folder, limits):
     """
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     length = request.headers.get("content-length")
+    stream = request.stream()
     if length and length.isdigit() and int(length) > limits.max_upload_bytes + MB:  # + room for the part headers
+        await _drain(stream)
         raise RequestError(413, f"the upload ({int(length) / MB:.1f} MB) is larger than "
                                f"{limits.max_upload_bytes / MB:g} MB (--max-upload-mb); send fewer or smaller files")
     if content_type == b"application/json":
@@ -131,10 +133,11 @@ async def receive(request, folder, limits):
     parts = _Parts(folder, limits)
     parser = MultipartParser(options[b"boundary"], parts.callbacks())
     try:
-        async for chunk in request.stream():
+        async for chunk in stream:
             parser.write(chunk)
         parser.finalize()
     except RequestError:
+        await _drain(stream)
         raise
     except Exception as error:  # the multipart parser's own errors: a malformed body
         raise RequestError(400, f"malformed multipart body: {error}") from None
@@ -143,6 +146,19 @@ async def receive(request, folder, limits):
     if not parts.saved:
         raise RequestError(400, "no file in the request: send one or more file parts (curl -F 'file=@clip.wav')")
     return parts.saved
+
+
+DRAIN_BYTES = 256 * MB
+"""A refused upload is read and dropped up to this size before the answer: a client still
+sending its body would otherwise see a reset connection instead of the 4xx that says why."""
+
+
+async def _drain(stream):
+    drained = 0
+    async for chunk in stream:
+        drained += len(chunk)
+        if drained > DRAIN_BYTES:
+            break
 
 
 async def _fetch_json_url(request, folder, limits):
