@@ -252,7 +252,7 @@ def probe(run_path, dataset, data_dir="./data", log_dir="./log", layer=EMBEDDING
     run = training.Run(training.make_run_dir(log_dir, f"{datetime.datetime.now():%Y%m%d_%H%M%S}-{dataset}-"
                                                       f"probe-{classifier}"))
     final = run.path(training.final_name(results, run_config["train"].get("recipe", training.DEFAULT_RECIPE)))
-    record = {"test": results, "checkpoint": final.name, "best_val_loss": losses[value], "epochs": 0,
+    record = {"test": results, "checkpoint": final.name, "best_val_loss": losses[value], "epochs": 0, "steps": 0,
               "learned": warning is None, "warning": warning}
     config = {
         **run_config,
