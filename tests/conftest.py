@@ -77,3 +77,11 @@ def pairs(tmp_path_factory):
     build.build_dataset("folder", data_dir=data, raw_dir=data / "raw", name="pairs", workers=1, val_fraction=0.25,
                         test_fraction=0.25)
     return data
+
+
+@pytest.fixture(scope="session")
+def tagger(trained):
+    """The Tagger of the ``trained`` run, loaded once for every test module."""
+    from samplecnn.inference import Tagger
+
+    return Tagger.from_run(trained[0])

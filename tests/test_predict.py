@@ -18,11 +18,6 @@ from scripts import ENV, command, run_script
 
 
 @pytest.fixture(scope="module")
-def tagger(trained):
-    return Tagger.from_run(trained[0])
-
-
-@pytest.fixture(scope="module")
 def held_back(tmp_path_factory):
     """New tone files (unseen seeds and levels) for each of the three classes."""
     root = tmp_path_factory.mktemp("held_back")

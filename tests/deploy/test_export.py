@@ -21,11 +21,6 @@ def exported(trained, tmp_path_factory):
     return export.export_run(trained[0], FLOAT_FORMATS, out_dir=out, progress=lambda line: None), out
 
 
-@pytest.fixture(scope="module")
-def tagger(trained):
-    return Tagger.from_run(trained[0])
-
-
 def test_every_format_is_written_and_agrees_with_keras(exported, tagger):
     report, out = exported
     assert list(report["formats"]) == FLOAT_FORMATS

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import rawdata
-from samplecnn.inference import Tagger
 from scripts import ENV, REPO, run_samplecnn
 from servers import Server, wait_for
 
@@ -28,11 +27,6 @@ def server(trained, data_dir, tmp_path_factory):
                      "--max-upload-mb", 1, "--max-unpacked-mb", 2, "--allow-urls", tmp_dir=root / "tmp", token=TOKEN)
     yield running
     running.stop()
-
-
-@pytest.fixture(scope="module")
-def tagger(trained):
-    return Tagger.from_run(trained[0])
 
 
 @pytest.fixture(scope="module")
