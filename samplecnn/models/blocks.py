@@ -18,6 +18,7 @@ import keras
 from keras import layers
 
 from samplecnn.models.initializers import kernel_initializer
+from samplecnn.models.layers import BatchNormalization, Conv1D
 from samplecnn.recipes import get_recipe
 
 ENTRY_POINT_GROUP = "samplecnn.blocks"
@@ -106,7 +107,7 @@ def regularizer(config, role="conv"):
 
 def conv_bn(x, filters, config, name, kernel_size=3, role="conv"):
     """Conv1D ('same' padding; the recipe's initializer and weight decay for ``role``) + BatchNorm."""
-    x = layers.Conv1D(
+    x = Conv1D(
         filters,
         kernel_size,
         padding="same",
@@ -114,7 +115,7 @@ def conv_bn(x, filters, config, name, kernel_size=3, role="conv"):
         kernel_regularizer=regularizer(config, role),
         name=f"{name}_conv",
     )(x)
-    return layers.BatchNormalization(name=f"{name}_bn")(x)
+    return BatchNormalization(name=f"{name}_bn")(x)
 
 
 def squeeze_excitation(x, config, name):

@@ -6,6 +6,7 @@ from keras import layers
 
 from samplecnn.models.blocks import get_block, regularizer
 from samplecnn.models.initializers import kernel_initializer
+from samplecnn.models.layers import BatchNormalization, Conv1D
 from samplecnn.recipes import DEFAULT_RECIPE, get_recipe
 
 MULTI_LEVEL_BLOCKS = 3
@@ -89,10 +90,10 @@ def build_samplecnn(config):
     get_recipe(config.recipe)
     block = get_block(config.block)
     inputs = keras.Input(shape=(None, 1), name="audio")
-    x = layers.Conv1D(config.init_features, 3, strides=3, padding="valid",
+    x = Conv1D(config.init_features, 3, strides=3, padding="valid",
                       kernel_initializer=kernel_initializer(config, "conv0"),
                       kernel_regularizer=regularizer(config, "conv0"), name="conv0_conv")(inputs)
-    x = layers.BatchNormalization(name="conv0_bn")(x)
+    x = BatchNormalization(name="conv0_bn")(x)
     x = layers.ReLU(name="conv0_relu")(x)
 
     block_outputs = []
@@ -108,7 +109,7 @@ def build_samplecnn(config):
     width = x.shape[-1]
     x = layers.Dense(width, kernel_initializer=kernel_initializer(config, "head"),
                      kernel_regularizer=regularizer(config, "head"), name="head_dense")(x)
-    x = layers.BatchNormalization(name="head_bn")(x)
+    x = BatchNormalization(name="head_bn")(x)
     x = layers.ReLU(name=EMBEDDING_LAYER)(x)
     x = layers.Dropout(config.dropout, name="head_dropout")(x)
     x = layers.Dense(config.num_classes, kernel_initializer=kernel_initializer(config, "logits"),
