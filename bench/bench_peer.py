@@ -62,11 +62,14 @@ class Config:
     precision: str = "float32"
     compiled: bool = False  # torch.compile, or XLA for keras
     allocator: str = ""  # a key of ALLOCATORS
+    repo: str = ""  # another checkout of samplecnn to import (--repo), e.g. an earlier commit
 
     def env(self):
         env = dict(os.environ)
         if self.allocator:
             env["LD_PRELOAD"] = ALLOCATORS[self.allocator]
+        if self.repo:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.repo, env.get("PYTHONPATH")]))
         return env
 
 
@@ -80,6 +83,19 @@ CONFIGS = [
     Config("PyTorch compiled", "torch", compiled=True, allocator="tcmalloc"),
 ]
 BASELINE = "samplecnn float32"
+
+
+def repo_configs(repos):
+    """float32 configurations of other checkouts, from ``--repo NAME=PATH`` values."""
+    configs = []
+    for value in repos:
+        name, _, path = value.partition("=")
+        if not path or not (pathlib.Path(path) / "samplecnn" / "__init__.py").is_file():
+            sys.exit(f"--repo {value!r}: expected NAME=PATH of a samplecnn checkout, e.g. "
+                     "before=/tmp/samplecnn-base (git clone -q . /tmp/samplecnn-base && git -C "
+                     "/tmp/samplecnn-base checkout -q COMMIT)")
+        configs.append(Config(f"samplecnn {name}", "keras", repo=str(pathlib.Path(path).resolve())))
+    return configs
 
 
 def log(message):
@@ -285,6 +301,7 @@ def matmul_peaks():
 def start(config, workload, args):
     command = [sys.executable, __file__, "--child", config.name, "--workload", workload.name,
                "--steps", str(args.steps), "--architecture", json.dumps(architecture(workload))]
+    command += [f"--repo={value}" for value in args.repo]
     child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=config.env())
     line = child.stdout.readline()
     if not line:
@@ -340,13 +357,16 @@ def main():
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, of: " + ", ".join(WORKLOADS))
     parser.add_argument("--configs", default=",".join(c.name for c in CONFIGS), help="comma-separated names")
     parser.add_argument("--quick", action="store_true", help="one round of 2 steps")
+    parser.add_argument("--repo", action="append", default=[], metavar="NAME=PATH",
+                        help="also measure the samplecnn of another checkout (float32), named 'samplecnn NAME'")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     parser.add_argument("--architecture", type=json.loads, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(BENCH))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    by_name = {c.name: c for c in CONFIGS}
+    extra = repo_configs(args.repo)
+    by_name = {c.name: c for c in CONFIGS + extra}
     if args.child:
         config, workload = by_name[args.child], WORKLOADS[args.workload]
         if config.framework == "torch":
@@ -356,7 +376,7 @@ def main():
         return
     if args.quick:
         args.rounds, args.steps = 1, 2
-    configs = [by_name[name] for name in args.configs.split(",")]
+    configs = [by_name[name] for name in args.configs.split(",")] + extra
     missing = sorted({c.allocator for c in configs if c.allocator and not os.path.exists(ALLOCATORS[c.allocator])})
     if missing:
         sys.exit(f"{', '.join(ALLOCATORS[m] for m in missing)} not found: apt-get install libtcmalloc-minimal4 "
