@@ -54,6 +54,7 @@ def test_conv1d_equals_keras_without_the_filter_gradient_convolution(kernel_size
     assert_close(expected, actual, rtol=1e-5)
     assert "Conv2DBackpropFilter" in reference_ops and "Conv2DBackpropFilter" not in ops
     assert "MatMul" in ops
+    np.testing.assert_allclose(ours(x, training=False), reference(x), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("options", [dict(kernel_size=3, strides=3, padding="valid"), dict(kernel_size=5, padding="same"),

@@ -1,6 +1,7 @@
-"""SampleCNN model zoo: the builder, its config, and the block registry."""
+"""SampleCNN model zoo: the builder, its config, the block registry and the layers blocks use."""
 from samplecnn.models.blocks import PluginError, block_module, get_block, import_module, list_blocks, register_block
 from samplecnn.models.initializers import FanInUniform, SquaredFanInUniform
+from samplecnn.models.layers import BatchNormalization, Conv1D
 from samplecnn.models.samplecnn import (
     EMBEDDING_LAYER,
     HEAD_LAYERS,
@@ -10,6 +11,8 @@ from samplecnn.models.samplecnn import (
 )
 
 __all__ = [
+    "BatchNormalization",
+    "Conv1D",
     "EMBEDDING_LAYER",
     "HEAD_LAYERS",
     "FanInUniform",

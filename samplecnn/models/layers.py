@@ -3,7 +3,7 @@
 They are Keras's layers with the same weights, config and arithmetic; only the kernels
 TensorFlow runs for a training step differ, and results agree within float rounding:
 
-* ``Conv1D`` (stride 1, kernel 1 or 3, ``same`` padding): the kernel's gradient is K matrix
+* ``Conv1D`` (stride 1, kernel 1 or 3, ``same`` padding) in training: the kernel's gradient is K matrix
   products of the flattened input and output gradient. TensorFlow's filter-gradient
   convolution (oneDNN) took 3.8x as long on the first block's 19683 x 128 maps.
 * ``BatchNormalization`` in training: TensorFlow's fused kernel (statistics and output in
@@ -40,11 +40,11 @@ def _fast_paths():
 class Conv1D(layers.Conv1D):
     """``keras.layers.Conv1D`` whose kernel gradient is computed as matrix products."""
 
-    def call(self, inputs):
-        fast = (_fast_paths() and self.strides == (1,) and self.dilation_rate == (1,) and self.groups == 1
+    def call(self, inputs, training=None):
+        fast = (training and _fast_paths() and self.strides == (1,) and self.dilation_rate == (1,) and self.groups == 1
                 and self.padding == "same" and self.data_format == "channels_last"
                 and self.kernel_size[0] in FAST_KERNEL_SIZES)
-        if not fast:
+        if not fast:  # inference too: Keras's graph lets TensorFlow fuse the convolution with its bias
             return super().call(inputs)
         outputs = _conv1d_same(inputs, self.kernel)
         if self.use_bias:
