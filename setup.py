@@ -3,7 +3,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="samplecnn",
-    version="0.1.0",
+    version="0.2.0",
     description="Raw-waveform audio classification with SampleCNN models (TensorFlow 2 / Keras 3)",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

@@ -4,7 +4,7 @@ bfloat16 is not a speed-up on every CPU: measured with the same model, it trains
 faster than float32 on an AMD EPYC with AVX-512 BF16 but 0.81x as fast on an Intel Xeon
 with the same instruction set and no AMX (bench/README.md). So on a CPU, ``--mixed-precision``
 times a few training steps of the run's own model in both precisions and keeps bfloat16
-only when it is clearly faster; the outcome is cached per machine, TensorFlow version, model
+only when it is clearly faster; the outcome is cached per machine, TensorFlow and samplecnn versions, model
 and batch size. On a GPU the compute capability decides: bfloat16 from Ampere (8.0) on,
 float16 with loss scaling on Volta and Turing (7.x), float32 before.
 """
@@ -19,6 +19,8 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+
+import samplecnn
 
 FLOAT32, BFLOAT16, FLOAT16 = "float32", "mixed_bfloat16", "mixed_float16"
 MIN_SPEEDUP = 1.05
@@ -97,8 +99,9 @@ def bfloat16_speedup(make_model, batch_shape, num_classes):
 
 
 def machine_key(model_key):
-    """The probe cache's key: this CPU, this TensorFlow, and the model and batch size."""
-    return f"{cpu_name()} | TensorFlow {tf.__version__} | {model_key}"
+    """The probe cache's key: this CPU, this TensorFlow, this samplecnn (its training kernels
+    change what bfloat16 gains), and the model and batch size."""
+    return f"{cpu_name()} | TensorFlow {tf.__version__} | samplecnn {samplecnn.__version__} | {model_key}"
 
 
 def cpu_name():

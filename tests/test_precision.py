@@ -3,6 +3,7 @@ import json
 import keras
 import pytest
 
+import samplecnn
 from samplecnn import pipeline, precision, training
 from samplecnn.models import ModelConfig, build_samplecnn
 
@@ -56,6 +57,15 @@ def test_probe_measures_both_precisions_and_caches_the_speedup(cache):
     assert calls == ["float32", "mixed_bfloat16"]  # no second probe
     assert again.policy == choice.policy and "measured earlier on this machine" in again.reason
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_speedups_measured_by_another_samplecnn_are_measured_again(cache, monkeypatch):
+    """Its training kernels decide what bfloat16 gains: a new version probes anew."""
+    calls = []
+    choose(calls)
+    monkeypatch.setattr(samplecnn, "__version__", "0.0.1")
+    assert "measured now" in choose(calls).reason
+    assert calls == ["float32", "mixed_bfloat16"] * 2 and len(json.loads(cache.read_text())) == 2
 
 
 @pytest.mark.parametrize("speedup, policy, words", [
