@@ -2,6 +2,7 @@
 
     .venv/bin/pip install -e '.[bench]'        # PyTorch: a benchmark-only dependency
     .venv/bin/python bench/bench_peer.py [--rounds 4] [--steps 6] [--quick]
+    .venv/bin/python bench/bench_peer.py --repo before=/tmp/samplecnn-base   # + another checkout
 
 Every configuration lives in a long-lived process of its own (built, traced or compiled and
 warmed up once); the processes are then stepped in turn, round by round, in a rotated
