@@ -112,3 +112,45 @@ def test_models_save_these_layers_and_keras_layers_still_load(tmp_path):
     keras.Model(inputs, outputs).save(tmp_path / "keras.keras")
     old = keras.models.load_model(tmp_path / "keras.keras")
     assert type(old.get_layer("conv0_conv")) is keras.layers.Conv1D
+
+
+def without_dropout(model, keras_layers=False):
+    """The same model and weights, dropout off (its masks are random); with ``keras_layers``
+    built from Keras's Conv1D and BatchNormalization."""
+    stock = {fast.Conv1D: keras.layers.Conv1D, fast.BatchNormalization: keras.layers.BatchNormalization}
+
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.Dropout):
+            config["rate"] = 0.0
+        return (stock.get(type(layer), type(layer)) if keras_layers else type(layer)).from_config(config)
+
+    twin = keras.models.clone_model(model, clone_function=clone)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+@pytest.mark.parametrize("block", ["se", "rese2"])
+def test_a_training_step_of_the_whole_model_equals_keras(block):
+    """Loss, every gradient and every moving statistic after one SGD step of a SampleCNN."""
+    built = build_samplecnn(ModelConfig(block=block, num_blocks=4, init_features=16, num_classes=5))
+    model, twin = without_dropout(built), without_dropout(built, keras_layers=True)
+    assert fast.Conv1D in {type(layer) for layer in model.layers}
+    assert not {fast.Conv1D, fast.BatchNormalization} & {type(layer) for layer in twin.layers}
+    x, y = random(6, 729, 1), tf.constant(np.eye(5, dtype="float32")[RNG.integers(0, 5, 6)])
+    results = []
+    for m in (twin, model):
+        m.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), loss="binary_crossentropy")
+        with tf.GradientTape() as tape:
+            loss = m.compute_loss(x=x, y=y, y_pred=m(x, training=True))
+        gradients = tape.gradient(loss, m.trainable_variables)
+        m.optimizer.apply_gradients(zip(gradients, m.trainable_variables))
+        results.append((loss.numpy(), [g.numpy() for g in gradients], [w.numpy() for w in m.weights]))
+    (expected_loss, expected_gradients, expected_weights), (loss, gradients, weights) = results
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
+    scale = max(np.abs(g).max() for g in expected_gradients)
+    for expected, actual in zip(expected_gradients, gradients, strict=True):
+        # atol: the gradient of a conv bias before BatchNorm is zero up to rounding
+        np.testing.assert_allclose(actual, expected, rtol=2e-4, atol=1e-4 * scale)
+    for expected, actual in zip(expected_weights, weights, strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-7)
