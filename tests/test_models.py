@@ -253,3 +253,23 @@ def test_recipe_models_save_and_load_without_custom_objects(tmp_path, recipe):
     model.save(tmp_path / "m.h5")
     np.testing.assert_array_equal(model.predict(x, verbose=0),
                                   keras.models.load_model(tmp_path / "m.h5").predict(x, verbose=0))
+
+
+def test_blocks_pool_before_the_relu_with_the_values_and_gradients_of_relu_then_pool():
+    import tensorflow as tf
+
+    from samplecnn.models.blocks import relu_pool
+
+    inputs = keras.Input((81, 4))
+    pooled_first = keras.Model(inputs, relu_pool(inputs, "block"))
+    paper_order = keras.Model(inputs, keras.layers.MaxPooling1D(3)(keras.layers.ReLU()(inputs)))
+    x = tf.constant(np.random.default_rng(0).standard_normal((3, 81, 4)).astype("float32"))
+    results = []
+    for model in (paper_order, pooled_first):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = model(x)
+        results.append((y.numpy(), tape.gradient(y, x, output_gradients=tf.reverse(y, [1]) + 1).numpy()))
+    np.testing.assert_array_equal(results[1][0], results[0][0])
+    np.testing.assert_array_equal(results[1][1], results[0][1])
+    assert [layer.name for layer in pooled_first.layers[1:]] == ["block_pool", "block_relu"]

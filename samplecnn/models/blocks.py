@@ -131,12 +131,17 @@ def squeeze_excitation(x, config, name):
     return layers.Multiply(name=f"{name}_se_scale")([x, s])
 
 
+def relu_pool(x, name):
+    """ReLU and MaxPool(3), pooled first: the same values and gradients (max commutes with
+    ReLU), with the ReLU on a third of the steps."""
+    x = layers.MaxPooling1D(3, name=f"{name}_pool")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
 @register_block("basic")
 def basic_block(x, filters, config, name):
     """Conv(3) + BN + ReLU + MaxPool(3)."""
-    x = conv_bn(x, filters, config, name)
-    x = layers.ReLU(name=f"{name}_relu")(x)
-    return layers.MaxPooling1D(3, name=f"{name}_pool")(x)
+    return relu_pool(conv_bn(x, filters, config, name), name)
 
 
 @register_block("se")
@@ -159,8 +164,7 @@ def residual_block(x, filters, config, name, num_convs, use_se):
     if shortcut.shape[-1] != filters:
         shortcut = conv_bn(shortcut, filters, config, f"{name}_shortcut", kernel_size=1, role="shortcut")
     x = layers.Add(name=f"{name}_add")([x, shortcut])
-    x = layers.ReLU(name=f"{name}_relu")(x)
-    return layers.MaxPooling1D(3, name=f"{name}_pool")(x)
+    return relu_pool(x, name)
 
 
 def _register_residual(num_convs, use_se):
