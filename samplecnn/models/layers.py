@@ -68,8 +68,8 @@ def _conv1d_same(inputs, kernel):
 
 def _kernel_gradient(x, dy, kernel_size):
     """d loss / d kernel of a stride-1 ``same`` convolution: tap k pairs x[t + k - K//2]
-    with dy[t]. On the (batch * time, channels) views a shift by one row is a free slice;
-    the pairs it forms across two clips of the batch are subtracted."""
+    with dy[t]. On the (batch * time, channels) views a shift is a slice of rows, one
+    product each; the pairs it forms across two clips of the batch are subtracted."""
     import tensorflow as tf
 
     steps = tf.shape(x)[1]
