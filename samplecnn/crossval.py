@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from sklearn import metrics as skm
 
-from samplecnn import metrics, pipeline, training
+from samplecnn import metrics, pipeline, precision, training
 from samplecnn.datasets import MULTILABEL
 from samplecnn.records import write_text_atomic
 
@@ -133,7 +133,7 @@ def save_predictions(directory):
     if path.is_file():
         return
     run = training.Run(directory)
-    model = keras.models.load_model(run.final_checkpoint(), compile=False)
+    model = precision.load_float32(run.final_checkpoint())
     labels, scores, clip_ids = metrics.predict_clips(model, pipeline.clip_dataset(pipeline.run_manifest(run.config)))
     buffer = io.BytesIO()
     np.savez(buffer, labels=labels.astype(np.uint8), scores=scores, clip_ids=np.array(clip_ids))

@@ -19,6 +19,7 @@ import numpy as np
 
 from samplecnn.audio import AudioDecodeError, conform, decode_blocks, loop_pad, segment
 from samplecnn.models import EMBEDDING_LAYER  # also registers the custom objects of saved models
+from samplecnn.precision import load_float32
 from samplecnn.training import BEST, CONFIG, Run, import_block_module
 
 
@@ -51,10 +52,10 @@ def load_config(path):
 
 
 def load_trained(path):
-    """(keras model, run config) of a checkpoint or run directory."""
+    """(keras model computing in float32, run config) of a checkpoint or run directory."""
     checkpoint, config = load_config(path)
     import_block_module(config, checkpoint)
-    return keras.models.load_model(checkpoint, compile=False), config
+    return load_float32(checkpoint), config
 
 
 def export_config(path):

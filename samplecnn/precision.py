@@ -7,6 +7,10 @@ times a few training steps of the run's own model in both precisions and keeps b
 only when it is clearly faster; the outcome is cached per machine, TensorFlow and samplecnn versions, model
 and batch size. On a GPU the compute capability decides: bfloat16 from Ampere (8.0) on,
 float16 with loss scaling on Volta and Turing (7.x), float32 before.
+
+Whatever a run trained in, a trained model predicts in float32 (:func:`load_float32`): its
+weights are float32, its scores then do not depend on the machine that evaluates it, and the
+exports can convert it (TFLite has no bfloat16 convolution).
 """
 import dataclasses
 import json
@@ -64,6 +68,24 @@ def choose(wanted, make_model, batch_shape, num_classes, cache_key):
         return Choice(BFLOAT16, f"bfloat16 trains {speedup:.2f}x as fast as float32 on this CPU ({source})")
     return Choice(FLOAT32, f"stays in float32: bfloat16 trains only {speedup:.2f}x as fast on this CPU ({source}; "
                            f"it must reach {MIN_SPEEDUP}x)")
+
+
+def load_float32(path):
+    """The Keras model saved at ``path``, computing in float32 in every layer."""
+    return in_float32(keras.models.load_model(path, compile=False))
+
+
+def in_float32(model):
+    """``model`` itself when every layer computes in float32, else a copy that does, with its weights."""
+    if all(layer.dtype_policy.name == FLOAT32 for layer in model.layers):
+        return model
+
+    def float32_layer(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": FLOAT32})
+
+    copy = keras.models.clone_model(model, clone_function=float32_layer)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def gpu_choice(compute_capability):

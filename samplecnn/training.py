@@ -622,7 +622,7 @@ def finish(run, manifest, state, recipe):
         state.finished = True  # killed between the rename and the state update
         run.save_state(state)
         return json.loads(run.path(RESULTS).read_text())
-    model = keras.models.load_model(run.path(BEST), compile=False)
+    model = precision.load_float32(run.path(BEST))  # scored as evaluate.py scores it
     results = evaluate(model, manifest)
     final = run.path(final_name(results, recipe))
     with open(run.path(CSV_LOG), newline="") as f:

@@ -4,7 +4,8 @@ import keras
 import pytest
 
 import samplecnn
-from samplecnn import pipeline, precision, training
+from samplecnn import inference, pipeline, precision, training
+from samplecnn.deploy import export
 from samplecnn.models import ModelConfig, build_samplecnn
 
 
@@ -87,15 +88,45 @@ def test_gpus_choose_by_compute_capability(capability, policy):
     assert precision.gpu_choice(capability).policy == policy
 
 
-def test_a_run_trains_in_the_chosen_precision_and_records_it(tones, cache, tmp_path):
-    config = training.TrainConfig(dataset="tones", data_dir=str(tones), log_dir=str(tmp_path / "log"),
+@pytest.fixture(scope="module")
+def bfloat16_run(tones, tmp_path_factory):
+    """(run directory, results) of a tiny run whose probe (cached) chose bfloat16."""
+    cache = tmp_path_factory.mktemp("cache")
+    config = training.TrainConfig(dataset="tones", data_dir=str(tones), log_dir=str(cache / "log"),
                                   init_features=8, batch_size=8, num_readers=2, num_stages=1, max_epochs=1,
                                   mixed_precision=True)
     samples = pipeline.spec_of(pipeline.load_manifest(pipeline.dataset_dir(tones, "tones"))).segment_samples
-    spec_key = f"se 8 features, {samples} samples, batch 8"
-    cache.parent.mkdir(parents=True)
-    cache.write_text(json.dumps({precision.machine_key(spec_key): 1.5}))
-    run_dir, _ = training.train(config, verbose=0)
-    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # the policy the run trained in
+    (cache / "precision.json").write_text(json.dumps({precision.machine_key(f"se 8 features, {samples} samples, "
+                                                                            "batch 8"): 1.5}))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SAMPLECNN_CACHE", str(cache))
+        try:
+            run_dir, results = training.train(config, verbose=0)
+            trained_in = keras.mixed_precision.global_policy().name
+        finally:
+            precision.set_policy(precision.FLOAT32)
+    return run_dir, results, trained_in
+
+
+def test_a_run_trains_in_the_chosen_precision_and_records_it(bfloat16_run):
+    run_dir, _, trained_in = bfloat16_run
+    assert trained_in == "mixed_bfloat16"
     stored = json.loads((run_dir / "config.json").read_text())["precision"]
     assert stored["policy"] == "mixed_bfloat16" and "1.50x" in stored["reason"]
+    saved = keras.models.load_model(run_dir / json.loads((run_dir / "results.json").read_text())["checkpoint"])
+    assert saved.get_layer("conv0_conv").dtype_policy.name == "mixed_bfloat16"
+
+
+def test_a_bfloat16_run_predicts_in_float32_as_its_results_say(bfloat16_run):
+    """Its test scores in results.json are the float32 model's, as evaluate.py computes them."""
+    run_dir, results, _ = bfloat16_run
+    model, run_config = inference.load_trained(run_dir)
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    manifest = training.with_run_statistics(pipeline.run_manifest(run_config), run_config)
+    assert training.evaluate(model, manifest) == results["test"]
+
+
+def test_a_bfloat16_run_exports_to_tflite(bfloat16_run, tmp_path):
+    """TFLite has no bfloat16 convolution: the export converts the float32 model."""
+    report = export.export_run(bfloat16_run[0], ["tflite"], out_dir=tmp_path, progress=lambda line: None)
+    assert (tmp_path / report["formats"]["tflite"]["file"]).is_file()
