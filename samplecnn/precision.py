@@ -44,18 +44,22 @@ def set_policy(policy):
     keras.mixed_precision.set_global_policy(policy)
 
 
-def choose(wanted, make_model, batch_shape, num_classes, cache_key):
+def choose(wanted, make_model, batch_shape, num_classes, cache_key, measure=True):
     """The policy for a run: float32 unless ``wanted``, then the device's faster one.
 
     ``make_model()`` builds and compiles the run's model under the current global policy;
     ``batch_shape`` is one training batch's input shape; ``cache_key`` names the model
-    and batch size in the probe cache.
+    and batch size in the probe cache. ``measure=False`` (the workers of a multi-worker run,
+    which would each measure and could disagree) keeps a CPU in float32.
     """
     if not wanted:
         return Choice(FLOAT32, "mixed precision not requested")
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         return gpu_choice(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability"))
+    if not measure:
+        return Choice(FLOAT32, "stays in float32: the workers of a multi-worker run on CPUs would each time "
+                               "bfloat16 and could choose differently")
     key = machine_key(cache_key)
     cache = ProbeCache()
     speedup = cache.get(key)

@@ -36,6 +36,9 @@ class Recipe:
         whichever is longer, so that patience never counts the noise of tiny epochs (0: every epoch).
     min_steps: patience cannot end the first stage before this many optimizer steps: a new
         model sits on a plateau at chance before it learns, longer the smaller the set (0: no minimum).
+    mixed_precision: compute in bfloat16 or float16 where that is faster on the device at hand
+        (``samplecnn.precision``: a measured probe on a CPU, the compute capability on a GPU);
+        False: float32 everywhere.
     """
 
     name: str
@@ -49,6 +52,7 @@ class Recipe:
     padding: str
     validation_steps: int
     min_steps: int
+    mixed_precision: bool
 
     def __post_init__(self):
         if set(self.initializers) != set(ROLES):
@@ -88,7 +92,7 @@ register_recipe(Recipe(
     name="2019",
     summary="the 2019 code: k*c_in^2 fan-in uniform block convs and glorot elsewhere, best.h5 restarted every "
             "stage, fixed shard order with a 10000-segment buffer, 2019 scores, L2 on convs only, np.repeat padding, "
-            "validation and patience every epoch",
+            "validation and patience every epoch, float32",
     initializers={"conv0": "squared_fan_in_uniform_1", "conv": "squared_fan_in_uniform_2",
                   "shortcut": "glorot_uniform", "se_reduce": "glorot_uniform", "se_expand": "glorot_uniform",
                   "head": "glorot_uniform", "logits": "glorot_uniform"},
@@ -100,13 +104,15 @@ register_recipe(Recipe(
     padding="repeat",
     validation_steps=0,
     min_steps=0,
+    mixed_precision=False,
 ))
 
 register_recipe(Recipe(
     name="samplecnn",
     summary="He uniform convs and dense layers, one best checkpoint over all stages, shards reshuffled every pass "
             "with a 2048-segment buffer, top-1 accuracy and macro F1 for single-label sets, L2 on every kernel, "
-            "clips looped, validation periods of at least validation_steps, no patience before min_steps",
+            "clips looped, validation periods of at least validation_steps, no patience before min_steps, bfloat16 or "
+            "float16 where measured faster",
     initializers={"conv0": "fan_in_uniform_1", "conv": "fan_in_uniform_2", "shortcut": "fan_in_uniform_2",
                   "se_reduce": "fan_in_uniform_2", "se_expand": "fan_in_uniform_1", "head": "fan_in_uniform_2",
                   "logits": "glorot_uniform"},
@@ -118,4 +124,5 @@ register_recipe(Recipe(
     padding="loop",
     validation_steps=150,
     min_steps=1500,
+    mixed_precision=True,
 ))

@@ -83,7 +83,7 @@ class TrainConfig:
     init_features: int = 128
     seed: int = 0
     strategy: str = "default"
-    mixed_precision: bool = False
+    mixed_precision: bool | None = None
     tensorboard_images: bool = False
     recipe: str = DEFAULT_RECIPE
     init_from: str | None = None
@@ -132,6 +132,7 @@ VALUE_RULES = {
     "max_epochs": (_number(1, integer=True), "a whole number >= 1"),
     "validation_steps": (_or_none(_number(0, integer=True)), "a whole number >= 0"),
     "min_steps": (_or_none(_number(0, integer=True)), "a whole number >= 0"),
+    "mixed_precision": (_or_none(lambda value: isinstance(value, bool)), "true or false"),
     "init_features": (_number(1, integer=True), "a whole number >= 1"),
     "strategy": (lambda value: value in STRATEGIES, f"one of {', '.join(STRATEGIES)}"),
     "recipe": (lambda value: value in list_recipes(), f"one of {', '.join(list_recipes())}"),
@@ -198,24 +199,24 @@ def stage_lr(config, stage):
     return config.lr * config.lr_decay ** stage
 
 
-SCHEDULE_OPTIONS = ("validation_steps", "min_steps")
+RECIPE_OPTIONS = ("validation_steps", "min_steps", "mixed_precision")
 """TrainConfig fields whose None means the recipe's value (samplecnn.recipes.Recipe)."""
 
-EPOCH_SCHEDULE = dict.fromkeys(SCHEDULE_OPTIONS, 0)
+EPOCH_SCHEDULE = {"validation_steps": 0, "min_steps": 0}
 """The schedule of runs whose config.json predates these options: a validation every epoch."""
 
 
-def with_recipe_schedule(config):
-    """``config`` with the recipe's schedule values where none were given (stored so in
-    config.json, so that a resumed run keeps its schedule)."""
+def with_recipe_defaults(config):
+    """``config`` with the recipe's values where none were given (stored so in config.json,
+    so that a resumed run keeps its schedule and precision)."""
     recipe = get_recipe(config.recipe)
-    return dataclasses.replace(config, **{name: getattr(recipe, name) for name in SCHEDULE_OPTIONS
+    return dataclasses.replace(config, **{name: getattr(recipe, name) for name in RECIPE_OPTIONS
                                           if getattr(config, name) is None})
 
 
 def validation_period(config, steps_per_epoch):
     """Optimizer steps between two validations: an epoch, or ``validation_steps`` if longer."""
-    return max(steps_per_epoch, with_recipe_schedule(config).validation_steps)
+    return max(steps_per_epoch, with_recipe_defaults(config).validation_steps)
 
 
 def run_name(config, model_config):
@@ -275,13 +276,15 @@ def run_precision(run, config, model_config, spec):
             compile_model(model, config, 0, spec.task)
             return model
 
-        choice = precision.choose(config.mixed_precision, make_model,
+        wanted = with_recipe_defaults(config).mixed_precision
+        choice = precision.choose(wanted, make_model,
                                   (config.batch_size, spec.segment_samples, 1), spec.num_classes,
                                   f"{model_config.signature} {model_config.init_features} features, "
-                                  f"{spec.segment_samples} samples, batch {config.batch_size}")
+                                  f"{spec.segment_samples} samples, batch {config.batch_size}",
+                                  measure=config.strategy != "multi_worker")
         stored["precision"] = dataclasses.asdict(choice)
         write_text_atomic(run.path(CONFIG), json.dumps(stored, indent=1))
-        if config.mixed_precision:
+        if wanted:
             log.info("mixed precision: %s (%s)", choice.policy, choice.reason)
     precision.set_policy(stored["precision"]["policy"])
 
@@ -383,7 +386,7 @@ def patience_exhausted(state, config):
     improving one never ends a stage, so ``patience`` 0 ends it at the first validation that
     does not improve, as 1 does (the 2019 code's Keras EarlyStopping behaved so). The first
     stage does not end so before ``min_steps`` optimizer steps."""
-    started = state.stage > 0 or state.stage_steps >= with_recipe_schedule(config).min_steps
+    started = state.stage > 0 or state.stage_steps >= with_recipe_defaults(config).min_steps
     return started and state.wait >= max(config.patience, 1)
 
 
@@ -454,7 +457,7 @@ def new_run(config, directory=None):
         pathlib.Path(directory).mkdir()
         run = Run(directory)
     values = {
-        "train": dataclasses.asdict(with_recipe_schedule(config)),
+        "train": dataclasses.asdict(with_recipe_defaults(config)),
         "model": model_config.to_dict(),
         "block_module": block_module(model_config.block),
         "spec": spec.to_dict(),

@@ -1,4 +1,5 @@
 import json
+import subprocess
 
 import keras
 import pytest
@@ -7,6 +8,7 @@ import samplecnn
 from samplecnn import inference, pipeline, precision, training
 from samplecnn.deploy import export
 from samplecnn.models import ModelConfig, build_samplecnn
+from scripts import ENV, EPOCH_SCHEDULE, command
 
 
 @pytest.fixture
@@ -80,6 +82,38 @@ def test_a_cached_speedup_decides_without_building_a_model(cache, speedup, polic
     calls = []
     choice = choose(calls)
     assert calls == [] and choice.policy == policy and words in choice.reason
+
+
+def test_multi_worker_runs_on_cpus_stay_in_float32_without_measuring(cache):
+    calls = []
+    choice = precision.choose(True, tiny_model_factory(calls), (4, 81, 1), 3, "tiny", measure=False)
+    assert calls == [] and choice.policy == "float32" and "multi-worker" in choice.reason and not cache.exists()
+
+
+@pytest.mark.parametrize("recipe, policies, words", [
+    ("samplecnn", {"float32", "mixed_bfloat16"}, "measured now"),
+    ("2019", {"float32"}, "mixed precision not requested"),
+])
+def test_train_py_takes_the_recipes_precision(tones, tmp_path, recipe, policies, words):
+    """The samplecnn recipe probes by default (the 2019 code computed in float32), and the
+    policy follows the measured speed-up; --nomixed-precision is what the other tests use."""
+    cache = tmp_path / "cache"
+    result = subprocess.run(command("train.py", "tones", "--data-dir", tones, "--log-dir", tmp_path / "log",
+                                    "--recipe", recipe, "--num-stages", "1", "--max-epochs", "1", "--init-features",
+                                    "8", "--batch-size", "8", "--num-readers", "2", *EPOCH_SCHEDULE),
+                            env={**ENV, "SAMPLECNN_CACHE": str(cache)}, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "log").iterdir()
+    config = json.loads((run_dir / "config.json").read_text())
+    choice = config["precision"]
+    assert config["train"]["mixed_precision"] == (recipe == "samplecnn")
+    assert choice["policy"] in policies and words in choice["reason"]
+    if recipe == "samplecnn":
+        (speedup,) = json.loads((cache / "precision.json").read_text()).values()
+        assert (choice["policy"] == "mixed_bfloat16") == (speedup >= precision.MIN_SPEEDUP)
+        assert f"mixed precision: {choice['policy']} ({choice['reason']})" in result.stderr
+    else:
+        assert not cache.exists()
 
 
 @pytest.mark.parametrize("capability, policy", [((9, 0), "mixed_bfloat16"), ((8, 6), "mixed_bfloat16"),

@@ -172,7 +172,7 @@ strategy = training.make_strategy("mirrored")
 print("replicas", strategy.num_replicas_in_sync)
 config = training.TrainConfig(dataset="tones", data_dir=sys.argv[1], log_dir=sys.argv[2], strategy="mirrored",
                               init_features=8, batch_size=4, num_stages=1, max_epochs=1, num_readers=2,
-                              validation_steps=0)
+                              validation_steps=0, mixed_precision=False)
 run_dir, results = training.train(config, verbose=0)
 print("accuracy", results["test"]["accuracy"])
 """
@@ -366,11 +366,11 @@ def test_a_validation_every_epoch_or_every_150_steps_if_longer():
     assert training.validation_period(dataclasses.replace(samplecnn, validation_steps=0), 31) == 31
 
 
-@pytest.mark.parametrize("recipe, schedule", [("samplecnn", (150, 1500)), ("2019", (0, 0))])
-def test_config_json_records_the_recipes_schedule(tones, tmp_path, recipe, schedule):
+@pytest.mark.parametrize("recipe, defaults", [("samplecnn", (150, 1500, True)), ("2019", (0, 0, False))])
+def test_config_json_records_the_recipes_schedule_and_precision(tones, tmp_path, recipe, defaults):
     run = training.new_run(training.TrainConfig(dataset="tones", data_dir=str(tones), log_dir=str(tmp_path),
                                                 recipe=recipe))
-    assert (run.config["train"]["validation_steps"], run.config["train"]["min_steps"]) == schedule
+    assert tuple(run.config["train"][name] for name in training.RECIPE_OPTIONS) == defaults
 
 
 def test_validation_cadence_in_steps_in_the_log_and_config(tones, tmp_path):

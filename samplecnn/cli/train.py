@@ -43,8 +43,10 @@ flags.DEFINE_integer("init-features", 128, "Channels of the first convolution.",
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
                   "tf.distribute strategy: mirrored = all local GPUs, multi_worker = hosts in TF_CONFIG.")
-flags.DEFINE_boolean("mixed-precision", False, "Compute in bfloat16 or float16 where that is faster: on a CPU "
-                     "a short probe of both precisions decides (cached), on a GPU its compute capability.")
+flags.DEFINE_boolean("mixed-precision", None, "Compute in bfloat16 or float16 where that is faster: on a CPU "
+                     "a short probe of both precisions decides (cached), on a GPU its compute capability; "
+                     "--nomixed-precision: float32 (default: the recipe's: "
+                     f"{recipe_values('mixed_precision')}).")
 flags.DEFINE_boolean("tensorboard-images", False, "Draw the validation confusion matrix (single-label) or per-class "
                      "AUC bars (multi-label) into TensorBoard after every epoch (one extra pass over val).")
 flags.DEFINE_string("resume", None, "Continue the interrupted run in this run directory (or the cross-validation "

@@ -86,7 +86,7 @@ JOB_FIELD_HELP = {
     "seed": "Random seed.",
     "strategy": "tf.distribute strategy: default or mirrored (multi_worker runs are started with train.py).",
     "mixed_precision": "Compute in bfloat16 or float16 where a probe (CPU) or the compute capability (GPU) "
-                       "finds it faster.",
+                       "finds it faster; false: float32 (null: the recipe's).",
     "tensorboard_images": "Draw validation images into TensorBoard after every epoch.",
     "recipe": "Recipe: samplecnn or 2019 (see the README).",
     "init_from": "Fine-tune from this run directory or checkpoint on the server (null: random weights).",

@@ -84,7 +84,7 @@ def multilabel_run(tmp_path_factory):
     build.build_dataset("csv", data_dir=root / "data", raw_dir=root / "labels.csv", name="mix", workers=1)
     config = training.TrainConfig(dataset="mix", data_dir=str(root / "data"), log_dir=str(root / "log"),
                                   init_features=4, batch_size=8, num_stages=1, max_epochs=2, num_readers=2,
-                                  validation_steps=0)
+                                  validation_steps=0, mixed_precision=False)
     run_dir, _ = training.train(config, verbose=0)
     return run_dir
 

@@ -17,7 +17,7 @@ from scripts import ENV, REPO, run_samplecnn
 from servers import Server, wait_for
 
 TOKEN = "test-token-123"
-SMALL_JOB = {"init_features": 8, "batch_size": 8, "num_readers": 2, "block": "basic"}
+SMALL_JOB = {"init_features": 8, "batch_size": 8, "num_readers": 2, "block": "basic", "mixed_precision": False}
 
 
 @pytest.fixture(scope="module")
