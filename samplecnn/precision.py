@@ -14,6 +14,7 @@ exports can convert it (TFLite has no bfloat16 convolution).
 """
 import dataclasses
 import json
+import math
 import os
 import pathlib
 import platform
@@ -29,7 +30,9 @@ import samplecnn
 FLOAT32, BFLOAT16, FLOAT16 = "float32", "mixed_bfloat16", "mixed_float16"
 MIN_SPEEDUP = 1.05
 """bfloat16 must beat float32 by this factor in the probe: smaller differences are noise."""
-PROBE_ROUNDS, PROBE_STEPS = 3, 2
+PROBE_ROUNDS, PROBE_ROUND_SECONDS, PROBE_STEPS = 3, 1.0, (2, 25)
+"""Each precision is timed in PROBE_ROUNDS rounds of about PROBE_ROUND_SECONDS, within the
+fewest and most steps of PROBE_STEPS: two 0.07-s steps of a small model time too noisily to decide."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,11 +117,15 @@ def bfloat16_speedup(make_model, batch_shape, num_classes):
         models[policy] = make_model()
         models[policy].train_on_batch(x, y)  # traces the step
     set_policy(FLOAT32)
+    start = time.perf_counter()
+    models[FLOAT32].train_on_batch(x, y)
+    fewest, most = PROBE_STEPS
+    steps = min(most, max(fewest, math.ceil(PROBE_ROUND_SECONDS / (time.perf_counter() - start))))
     times = {policy: [] for policy in models}
     for _ in range(PROBE_ROUNDS):
         for policy, model in models.items():
             start = time.perf_counter()
-            for _ in range(PROBE_STEPS):
+            for _ in range(steps):
                 model.train_on_batch(x, y)
             times[policy].append(time.perf_counter() - start)
     return statistics.median(times[FLOAT32]) / statistics.median(times[BFLOAT16])
