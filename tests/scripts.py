@@ -6,7 +6,8 @@ import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", "CUDA_VISIBLE_DEVICES": ""}
-SMALL_NET = ["--init-features", "8", "--batch-size", "8", "--num-readers", "2", "--nomixed-precision"]
+TINY_NET = ["--init-features", "8", "--batch-size", "8", "--num-readers", "2"]
+SMALL_NET = [*TINY_NET, "--nomixed-precision"]
 """A tiny model in float32: the same numerics on every machine (the precision probe has its own tests)."""
 EPOCH_SCHEDULE = ["--validation-steps", "0", "--min-steps", "0"]
 """Validation every epoch and no minimum of steps, the schedule a large set gets anyway: runs

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from samplecnn import pipeline
 
-from scripts import ENV, SMALL_NET, command
+from scripts import ENV, TINY_NET, command
 
 WORKERS = 2
 
@@ -142,7 +142,8 @@ def read_csv(path):
 def test_train_on_two_workers_killed_and_resumed(chirps, tmp_path):
     logs = tmp_path / "log"
     args = ["chirps", "--data-dir", chirps, "--log-dir", logs, "--strategy", "multi_worker", "--block", "basic",
-            "--num-stages", "1", "--max-epochs", "3", "--patience", "5", "--validation-steps", "5", *SMALL_NET]
+            "--num-stages", "1", "--max-epochs", "3", "--patience", "5", "--validation-steps", "5",
+            *TINY_NET]  # the recipe's precision: float32 without a probe on multi-worker CPUs
     workers = start_workers(args, tmp_path)
     deadline = time.monotonic() + 600
     state_files = []
@@ -169,3 +170,5 @@ def test_train_on_two_workers_killed_and_resumed(chirps, tmp_path):
     assert (run_dir / results["checkpoint"]).is_file() and results["epochs"] == 3
     config = json.loads((run_dir / "config.json").read_text())
     assert config["train"]["strategy"] == "multi_worker" and config["train"]["log_dir"] == str(logs)
+    assert config["train"]["mixed_precision"] and config["precision"]["policy"] == "float32"
+    assert "workers of a multi-worker run" in config["precision"]["reason"]
