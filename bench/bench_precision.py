@@ -6,8 +6,8 @@ The ``samplecnn`` recipe probes by default (samplecnn.precision): the first run 
 and batch size on a machine times a few training steps in float32 and in bfloat16 and keeps
 the faster (bfloat16 only at >= 1.05x). Each repeat is a fresh process with an empty probe
 cache, as a first run pays it: the probe's wall time (building, tracing and stepping both
-models), the speed-up it measured, the policy it chose, and the float32 step time beside it,
-so that the cost reads as a number of training steps.
+models), the speed-up it measured, the policy it chose, and the float32 step time of
+``model.fit`` beside it, so that the cost reads as a number of training steps.
 """
 import argparse
 import json
@@ -28,8 +28,10 @@ WORKLOADS = {  # name: (data set, block, init features, batch)
 def child(name):
     """One cold probe of workload ``name``; prints a JSON line."""
     import numpy as np
+    import tensorflow as tf
 
     import samplecnn
+    from bench_train import training_rate  # beside this script
     from samplecnn import precision, training
     from samplecnn.datasets import get_spec
 
@@ -51,14 +53,9 @@ def child(name):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, spec.segment_samples, 1), dtype=np.float32)
     y = np.eye(spec.num_classes, dtype=np.float32)[rng.integers(0, spec.num_classes, batch)]
-    model.train_on_batch(x, y)
-    steps = []
-    for _ in range(5):
-        step = time.perf_counter()
-        model.train_on_batch(x, y)
-        steps.append(time.perf_counter() - step)
+    rate = training_rate(model, tf.data.Dataset.from_tensors((x, y)).repeat(), batch, 5)
     print(json.dumps({"probe_s": seconds, "speedup": speedup, "policy": choice.policy,
-                      "float32_step_s": statistics.median(steps)}))
+                      "float32_step_s": batch / rate}))
 
 
 def main():

@@ -266,6 +266,12 @@ def make_strategy(name):
     raise ValueError(f"strategy must be default, mirrored or multi_worker, got {name!r}")
 
 
+def probe_key(model_config, spec, batch_size):
+    """What a precision probe measured, in its cache: the model and the batch's shape."""
+    return (f"{model_config.signature} {model_config.init_features} features, {spec.segment_samples} samples, "
+            f"batch {batch_size}")
+
+
 def run_precision(run, config, model_config, spec):
     """Sets the run's dtype policy: chosen once (samplecnn.precision), recorded in config.json
     under "precision" and kept by --resume."""
@@ -279,8 +285,7 @@ def run_precision(run, config, model_config, spec):
         wanted = with_recipe_defaults(config).mixed_precision
         choice = precision.choose(wanted, make_model,
                                   (config.batch_size, spec.segment_samples, 1), spec.num_classes,
-                                  f"{model_config.signature} {model_config.init_features} features, "
-                                  f"{spec.segment_samples} samples, batch {config.batch_size}",
+                                  probe_key(model_config, spec, config.batch_size),
                                   measure=config.strategy != "multi_worker")
         stored["precision"] = dataclasses.asdict(choice)
         write_text_atomic(run.path(CONFIG), json.dumps(stored, indent=1))

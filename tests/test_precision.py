@@ -8,7 +8,7 @@ import samplecnn
 from samplecnn import inference, pipeline, precision, training
 from samplecnn.deploy import export
 from samplecnn.models import ModelConfig, build_samplecnn
-from scripts import ENV, EPOCH_SCHEDULE, command
+from scripts import ENV, EPOCH_SCHEDULE, TINY_NET, command
 
 
 @pytest.fixture
@@ -99,8 +99,8 @@ def test_train_py_takes_the_recipes_precision(tones, tmp_path, recipe, policies,
     policy follows the measured speed-up; --nomixed-precision is what the other tests use."""
     cache = tmp_path / "cache"
     result = subprocess.run(command("train.py", "tones", "--data-dir", tones, "--log-dir", tmp_path / "log",
-                                    "--recipe", recipe, "--num-stages", "1", "--max-epochs", "1", "--init-features",
-                                    "8", "--batch-size", "8", "--num-readers", "2", *EPOCH_SCHEDULE),
+                                    "--recipe", recipe, "--num-stages", "1", "--max-epochs", "1", *TINY_NET,
+                                    *EPOCH_SCHEDULE),
                             env={**ENV, "SAMPLECNN_CACHE": str(cache)}, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (run_dir,) = (tmp_path / "log").iterdir()
@@ -129,9 +129,9 @@ def bfloat16_run(tones, tmp_path_factory):
     config = training.TrainConfig(dataset="tones", data_dir=str(tones), log_dir=str(cache / "log"),
                                   init_features=8, batch_size=8, num_readers=2, num_stages=1, max_epochs=1,
                                   mixed_precision=True)
-    samples = pipeline.spec_of(pipeline.load_manifest(pipeline.dataset_dir(tones, "tones"))).segment_samples
-    (cache / "precision.json").write_text(json.dumps({precision.machine_key(f"se 8 features, {samples} samples, "
-                                                                            "batch 8"): 1.5}))
+    spec = pipeline.spec_of(pipeline.load_manifest(pipeline.dataset_dir(tones, "tones")))
+    key = training.probe_key(training.model_config_for(config, spec), spec, config.batch_size)
+    (cache / "precision.json").write_text(json.dumps({precision.machine_key(key): 1.5}))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SAMPLECNN_CACHE", str(cache))
         try:
